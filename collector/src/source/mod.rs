@@ -292,11 +292,17 @@ impl Tailer {
         };
         t.set_framing(self.cfg.framing);
         let head = t.head.clone();
+        let size = t.size();
         // 1. Same inode and fingerprint as a remembered identity: resume there.
         if let Some(i) = self
             .known
             .iter()
-            .position(|l| l.dev == dev && l.ino == ino && prefix_match(&l.head, &head, 0))
+            .position(|l| {
+                l.dev == dev
+                    && l.ino == ino
+                    && l.offset <= size
+                    && prefix_match(&l.head, &head, l.head.len().min(MIN_CONTENT_MATCH))
+            })
         {
             let l = self.known.remove(i);
             t.resume_at(l.offset);
