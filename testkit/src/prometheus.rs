@@ -50,6 +50,8 @@ pub struct PrometheusOptions {
     pub wait_targets_up: bool,
     /// Startup timeout (default 30 s).
     pub startup_timeout: Duration,
+    /// Extra scrape jobs over the same targets: `(job_name, metrics_path)`.
+    pub extra_jobs: Vec<(String, String)>,
 }
 
 impl PrometheusOptions {
@@ -65,7 +67,14 @@ impl PrometheusOptions {
             enable_lifecycle: true,
             wait_targets_up: true,
             startup_timeout: Duration::from_secs(30),
+            extra_jobs: Vec::new(),
         }
+    }
+
+    /// Adds a scrape job over the same targets with another `metrics_path`.
+    pub fn extra_job(mut self, job: &str, metrics_path: &str) -> Self {
+        self.extra_jobs.push((job.to_owned(), metrics_path.to_owned()));
+        self
     }
 
     /// Adds a rule file.
@@ -96,6 +105,15 @@ impl PrometheusOptions {
                 "static_configs": [{ "targets": targets }]
             }]
         });
+        for (job, path) in &self.extra_jobs {
+            if let Some(jobs) = cfg["scrape_configs"].as_array_mut() {
+                jobs.push(json!({
+                    "job_name": job,
+                    "metrics_path": path,
+                    "static_configs": [{ "targets": targets }]
+                }));
+            }
+        }
         if let Some(am) = self.alertmanager {
             cfg["alerting"] = json!({
                 "alertmanagers": [{ "static_configs": [{ "targets": [am.to_string()] }] }]

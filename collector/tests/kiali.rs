@@ -1,0 +1,274 @@
+//! Issue "Kiali draws one edge per VPS": Kiali's own namespace-graph and response-time queries,
+//! run against a real Prometheus that scraped vpslens fed by a real Envoy.
+//!
+//! The query templates are Kiali's (kiali/kiali `graph/telemetry/istio/istio.go`
+//! `buildNamespaceTrafficMap`, `appender/response_time.go`, `appender/extensions.go`, each wrapped
+//! by `graph/util.go` `PromQueryAppender` as `round(…,0.001)`), with the reporter matcher Kiali's
+//! UI sends when ambient is disabled (`util.GetReporter`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use vpslens_testkit::client::{send, TestRequest};
+use vpslens_testkit::prometheus::{Prometheus, Sample};
+
+const GROUP_BY: &str = "source_cluster,source_workload_namespace,source_workload,source_canonical_service,source_canonical_revision,destination_cluster,destination_service_namespace,destination_service,destination_service_name,destination_workload_namespace,destination_workload,destination_canonical_service,destination_canonical_revision,request_protocol,response_code,grpc_response_status,response_flags";
+const RT_GROUP_BY: &str = "le,source_cluster,source_workload_namespace,source_workload,source_canonical_service,source_canonical_revision,destination_cluster,destination_service_namespace,destination_service,destination_service_name,destination_workload_namespace,destination_workload,destination_canonical_service,destination_canonical_revision,request_protocol";
+const EXT_GROUP_BY: &str = "dest_cluster, dest_namespace, dest_name, flags, protocol, secure, source_cluster, source_is_root, source_namespace, source_name, status_code";
+
+/// Labels Kiali's `populateTrafficMap` requires (else "Skipping …, missing expected TS labels").
+const REQUIRED: [&str; 14] = [
+    "source_workload_namespace",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "destination_service_namespace",
+    "destination_service",
+    "destination_service_name",
+    "destination_workload_namespace",
+    "destination_workload",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "response_flags",
+    "request_protocol",
+    "response_code",
+];
+
+fn round(q: String) -> String {
+    format!("round({q},0.001)")
+}
+
+/// Query 0: unserviced incoming (source reporter).
+fn q_unserviced(ns: &str, secs: u32) -> String {
+    round(format!(
+        r#"sum(rate(istio_requests_total{{reporter="source",source_workload_namespace!="{ns}",destination_workload_namespace="unknown",destination_workload="unknown",destination_service=~"^.+\\.{ns}\\..+$"}} [{secs}s])) by ({GROUP_BY}) > 0"#
+    ))
+}
+
+/// Query 2: incoming (destination reporter).
+fn q_incoming(ns: &str, secs: u32) -> String {
+    round(format!(
+        r#"sum(rate(istio_requests_total{{reporter="destination",destination_workload_namespace="{ns}"}} [{secs}s])) by ({GROUP_BY}) > 0"#
+    ))
+}
+
+/// Query 3: outgoing (source reporter).
+fn q_outgoing(ns: &str, secs: u32) -> String {
+    round(format!(
+        r#"sum(rate(istio_requests_total{{reporter="source",source_workload_namespace="{ns}"}} [{secs}s])) by ({GROUP_BY}) > 0"#
+    ))
+}
+
+/// Response-time appender, incoming (destination reporter), p95.
+fn q_response_time_in(ns: &str, secs: u32) -> String {
+    round(format!(
+        r#"histogram_quantile(0.95, sum(rate(istio_request_duration_milliseconds_bucket{{reporter="destination",destination_service_namespace="{ns}"}}[{secs}s])) by ({RT_GROUP_BY})) > 0"#
+    ))
+}
+
+/// Response-time appender, outgoing (source reporter), p95.
+fn q_response_time_out(ns: &str, secs: u32) -> String {
+    round(format!(
+        r#"histogram_quantile(0.95, sum(rate(istio_request_duration_milliseconds_bucket{{reporter="source",source_workload_namespace="{ns}"}}[{secs}s])) by ({RT_GROUP_BY})) > 0"#
+    ))
+}
+
+/// Extensions appender.
+fn q_extension(name: &str, secs: u32) -> String {
+    round(format!(
+        r#"sum(rate(kiali_ext_requests_total{{extension="{name}"}} [{secs}s])) by ({EXT_GROUP_BY}) > 0"#
+    ))
+}
+
+/// Per round: jp-01 2×200; jp-02 200 + 503; us-01 3×200 + 404; de-01 one 200 delayed 20 ms.
+fn round_requests() -> Vec<TestRequest> {
+    let r = |ip: &str, id: u32, code: u16| {
+        TestRequest::get(&format!(
+            "/api/v1/server/UniProxy/config?node_id={id}&node_type=vless&token={}",
+            common::TOKEN
+        ))
+        .from_str_ip(ip)
+        .unwrap()
+        .force_status(code)
+    };
+    vec![
+        r("203.0.113.11", 1, 200),
+        r("203.0.113.11", 1, 200),
+        r("203.0.113.12", 2, 200),
+        r("203.0.113.12", 2, 503),
+        r("198.51.100.5", 3, 200),
+        r("198.51.100.5", 3, 200),
+        r("198.51.100.5", 3, 200),
+        r("198.51.100.5", 3, 404),
+        r("2001:db8:1::10", 4, 200).delay_ms(20),
+    ]
+}
+
+/// Sent per round: (requests, errors) by node.
+fn sent_per_round() -> BTreeMap<&'static str, (f64, f64)> {
+    BTreeMap::from([
+        ("jp-01", (2.0, 0.0)),
+        ("jp-02", (2.0, 1.0)),
+        ("us-01", (4.0, 1.0)),
+        ("de-01", (1.0, 0.0)),
+    ])
+}
+
+/// Sends rounds evenly for `secs` seconds.
+fn steady_traffic(stack: &common::Stack, secs: u64) -> Result<()> {
+    let reqs = round_requests();
+    let start = Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < Duration::from_secs(secs) {
+        for r in &reqs {
+            send(stack.envoy.listener_addr(), r)?;
+        }
+        n += 1;
+        let next = start + Duration::from_millis(250) * n;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    Ok(())
+}
+
+fn check_required_labels(samples: &[Sample]) {
+    for s in samples {
+        for l in REQUIRED {
+            let v = s.label(l).unwrap_or("");
+            assert!(!v.is_empty(), "{l} missing in {:?}", s.labels);
+        }
+        assert_eq!(s.label("request_protocol"), Some("http"));
+        assert_ne!(s.label("source_cluster"), Some("unknown"));
+        assert_eq!(s.label("source_cluster"), Some("Kubernetes"));
+        let rev = s.label("source_canonical_revision").unwrap_or("");
+        assert!(rev != "latest" && rev != "unknown", "{rev}");
+    }
+}
+
+/// Per source_workload: (rate, error percentage as Kiali computes it: code 0, 4xx, 5xx).
+fn edges(samples: &[Sample]) -> BTreeMap<String, (f64, f64)> {
+    let mut m: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for s in samples {
+        let node = s.label("source_workload").unwrap_or("").to_owned();
+        let code = s.label("response_code").unwrap_or("");
+        let e = m.entry(node).or_default();
+        e.0 += s.value;
+        if code == "0" || code.starts_with('4') || code.starts_with('5') {
+            e.1 += s.value;
+        }
+    }
+    m.into_iter()
+        .map(|(k, (rate, err))| (k, (rate, 100.0 * err / rate)))
+        .collect()
+}
+
+fn assert_edges_as_sent(edges: &BTreeMap<String, (f64, f64)>) {
+    let sent = sent_per_round();
+    assert_eq!(
+        edges.keys().map(String::as_str).collect::<Vec<_>>(),
+        sent.keys().copied().collect::<Vec<_>>(),
+        "one edge per node"
+    );
+    let (jp01_rate, _) = edges["jp-01"];
+    for (node, (req, err)) in sent {
+        let (rate, pct) = edges[node];
+        let want_pct = 100.0 * err / req;
+        assert!((pct - want_pct).abs() < 3.0, "{node}: error {pct:.1}% vs sent {want_pct:.1}%");
+        // Rates relative to jp-01 (2 per round) match what was sent, and the absolute rate
+        // matches the sending pace (4 rounds per second).
+        let ratio = rate / jp01_rate;
+        assert!((ratio - req / 2.0).abs() < 0.1 * req / 2.0 + 0.05, "{node}: rate ratio {ratio:.3}");
+        let want_rate = req * 4.0;
+        assert!((rate - want_rate).abs() < 0.25 * want_rate, "{node}: {rate:.2}/s vs ~{want_rate}/s sent");
+    }
+}
+
+fn wait_istio(prom: &Prometheus) -> Result<()> {
+    prom.wait_for(
+        r#"count(count by (source_workload) (istio_requests_total{reporter="destination"}))"#,
+        |s| s.first().is_some_and(|x| x.value == 4.0),
+        Duration::from_secs(30),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn gateway_mode_one_edge_per_node_in_kialis_queries() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "istio:\n  kiali_extension: true\n")?;
+    let cfg_s = cfg.display().to_string();
+    let stack = common::start(&["--config", &cfg_s])?;
+    steady_traffic(&stack, 14)?;
+    wait_istio(&stack.prom)?;
+    let secs = 10;
+
+    // Incoming edges of the gateway's namespace and outgoing edges of the nodes' namespace.
+    let incoming = stack.prom.query(&q_incoming("istio-system", secs))?;
+    let outgoing = stack.prom.query(&q_outgoing("vps", secs))?;
+    for samples in [&incoming, &outgoing] {
+        check_required_labels(samples);
+        for s in samples.iter() {
+            assert_eq!(s.label("destination_workload"), Some("istio-ingressgateway"));
+            assert_eq!(s.label("destination_workload_namespace"), Some("istio-system"));
+            assert_eq!(s.label("source_workload_namespace"), Some("vps"));
+        }
+        assert_edges_as_sent(&edges(samples));
+    }
+    // Nothing is "unserviced".
+    assert!(stack.prom.query(&q_unserviced("istio-system", secs))?.is_empty());
+
+    // A response time for every edge; de-01's 20 ms delay lands in Envoy's (10, 25] bucket.
+    for q in [q_response_time_in("istio-system", secs), q_response_time_out("vps", secs)] {
+        let rt = stack.prom.query(&q)?;
+        let by_node: BTreeMap<String, f64> = rt
+            .iter()
+            .map(|s| (s.label("source_workload").unwrap_or("").to_owned(), s.value))
+            .collect();
+        assert_eq!(by_node.len(), 4, "{q}: {by_node:?}");
+        assert!(by_node.values().all(|v| *v > 0.0));
+        assert!(by_node["de-01"] > 10.0 && by_node["de-01"] <= 25.0, "{by_node:?}");
+    }
+
+    // Gateway mode overlaps no real proxy's telemetry: no vpslens series points at the upstream
+    // service that the gateway (source) and Xboard's sidecar (destination) report themselves.
+    let all = stack.prom.query("istio_requests_total")?;
+    assert!(!all.is_empty());
+    for s in &all {
+        assert_eq!(s.label("destination_service_name"), Some("istio-ingressgateway"), "{:?}", s.labels);
+        assert_ne!(s.label("source_workload"), Some("istio-ingressgateway"));
+    }
+
+    // Kiali's extension metric, queried the way the extensions appender does.
+    let ext = stack.prom.query(&q_extension("vpslens", secs))?;
+    let ext_nodes: BTreeMap<String, f64> = ext.iter().fold(BTreeMap::new(), |mut m, s| {
+        *m.entry(s.label("source_name").unwrap_or("").to_owned()).or_default() += s.value;
+        m
+    });
+    assert_eq!(ext_nodes.len(), 4, "{ext_nodes:?}");
+    Ok(())
+}
+
+#[test]
+fn upstream_mode_points_edges_at_the_xboard_service() -> Result<()> {
+    let stack = common::start(&["--istio-mode", "upstream"])?;
+    steady_traffic(&stack, 12)?;
+    wait_istio(&stack.prom)?;
+    let incoming = stack.prom.query(&q_incoming("airport-prod", 10))?;
+    check_required_labels(&incoming);
+    for s in &incoming {
+        assert_eq!(s.label("destination_service_name"), Some("xboard"));
+        assert_eq!(s.label("destination_workload"), Some("xboard"));
+        assert_eq!(
+            s.label("destination_service"),
+            Some("xboard.airport-prod.svc.cluster.local")
+        );
+    }
+    assert_edges_as_sent(&edges(&incoming));
+    Ok(())
+}
