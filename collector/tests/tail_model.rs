@@ -90,6 +90,8 @@ fn json_line(seq: u64) -> String {
 
 struct World {
     cri: bool,
+    /// Follow `access.log*` (rotations stay in the pattern) or exactly `access.log`.
+    glob: bool,
     dir: tempfile::TempDir,
     live: PathBuf,
     rotated: Vec<PathBuf>,
@@ -102,12 +104,13 @@ struct World {
 }
 
 impl World {
-    fn new(cri: bool) -> World {
+    fn new(cri: bool, glob: bool) -> World {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("access.log");
         fs::write(&live, b"").unwrap();
         World {
             cri,
+            glob,
             dir,
             live,
             rotated: Vec::new(),
@@ -183,7 +186,11 @@ fn start(world: &World, state: &Path) -> Collector {
         registry(),
     );
     let cfg = TailConfig {
-        patterns: vec![format!("{}*", world.live.display())],
+        patterns: vec![if world.glob {
+            format!("{}*", world.live.display())
+        } else {
+            world.live.display().to_string()
+        }],
         read_from: ReadFrom::End,
         max_line_bytes: 64 * 1024,
         poll_interval: Duration::from_millis(10),
@@ -208,11 +215,12 @@ fn counted(c: &Collector) -> (u64, u64) {
 }
 
 fn run_model(ops: &[Op]) {
-    run_model_framed(ops, false);
+    run_model_framed(ops, false, true);
+    run_model_framed(ops, false, false);
 }
 
-fn run_model_framed(ops: &[Op], cri: bool) {
-    let mut w = World::new(cri);
+fn run_model_framed(ops: &[Op], cri: bool, glob: bool) {
+    let mut w = World::new(cri, glob);
     let state = w.dir.path().join("state");
     let mut c = Some(start(&w, &state));
     for op in ops {
@@ -290,7 +298,8 @@ proptest! {
 
     #[test]
     fn every_cri_line_counted_exactly_once(ops in prop::collection::vec(op(), 1..40)) {
-        run_model_framed(&ops, true);
+        run_model_framed(&ops, true, true);
+        run_model_framed(&ops, true, false);
     }
 }
 
@@ -317,6 +326,21 @@ fn rename_while_down_is_drained_after_restart() {
         Op::RenameRotate,
         Op::Write(5),
         Op::Restart,
+    ]);
+}
+
+#[test]
+fn rotated_twice_out_of_the_pattern_while_down() {
+    // Regression: a file born and rotated away while vpslens was down was never read.
+    run_model(&[
+        Op::Write(1),
+        Op::Poll,
+        Op::Crash,
+        Op::RenameRotate,
+        Op::Write(5),
+        Op::PartialWrite(55),
+        Op::RenameRotate,
+        Op::Write(12),
     ]);
 }
 

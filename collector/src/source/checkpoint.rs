@@ -39,6 +39,9 @@ pub struct Lineage {
 pub struct Checkpoint {
     /// [`VERSION`].
     pub version: u32,
+    /// When it was written (Unix milliseconds). Files modified later may hold unread lines.
+    #[serde(default)]
+    pub saved_at_unix_ms: u64,
     /// Files being followed and recently retired ones (for copies and re-discovery).
     pub files: Vec<Lineage>,
     /// Counters consistent with `files`.

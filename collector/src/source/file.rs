@@ -13,6 +13,23 @@ use super::checkpoint::Lineage;
 use super::{FramingMode, TailConfig, FINGERPRINT_BYTES};
 use crate::pipeline::{add, Line, LineProcessor};
 
+/// The first `FINGERPRINT_BYTES` of the file at `path` (empty on error).
+pub fn read_head_of(path: &Path) -> Vec<u8> {
+    let Ok(f) = File::open(path) else {
+        return Vec::new();
+    };
+    let mut head = vec![0; FINGERPRINT_BYTES];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read_at(&mut head[n..], n as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    head.truncate(n);
+    head
+}
+
 /// `(device, inode)` of a file.
 pub fn identity(meta: &Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
@@ -135,12 +152,9 @@ impl Tracked {
         self.size().saturating_sub(self.committed)
     }
 
-    /// The checkpoint record of this file (`None` while its fingerprint is empty and nothing
-    /// was read: there is nothing to remember).
+    /// The checkpoint record of this file. Kept even for an empty file: its path tells a
+    /// restarted collector which directory to search for files rotated while it was down.
     pub fn lineage(&self) -> Option<Lineage> {
-        if self.head.is_empty() && self.committed == 0 {
-            return None;
-        }
         Some(Lineage {
             path: self.path.clone(),
             dev: self.dev,

@@ -136,6 +136,10 @@ pub struct Tailer {
     first_pass: bool,
     /// A checkpoint was restored (then `read_from` does not apply).
     restored: bool,
+    /// When the restored checkpoint was written (Unix ms; 0 without one).
+    saved_at: u64,
+    /// Wall-clock start of the previous poll.
+    last_poll_wall: std::time::SystemTime,
     last_checkpoint: Instant,
     buf: Vec<u8>,
 }
@@ -155,8 +159,10 @@ impl Tailer {
         }
         let mut known = Vec::new();
         let mut restored = false;
+        let mut saved_at = 0;
         if let Some(dir) = &cfg.state_dir {
             if let Some(cp) = checkpoint::load(dir)? {
+                saved_at = cp.saved_at_unix_ms;
                 let shared = processor.shared().clone();
                 *shared.lock() = cp.aggregator.restore(shared.config.limits);
                 processor.invalidate();
@@ -173,6 +179,8 @@ impl Tailer {
             known,
             first_pass: true,
             restored,
+            saved_at,
+            last_poll_wall: std::time::SystemTime::now(),
             last_checkpoint: Instant::now(),
             buf,
         })
@@ -187,14 +195,17 @@ impl Tailer {
     /// files that are gone and quiet, checkpoint if due.
     pub fn poll(&mut self) {
         let now = Instant::now();
+        let wall = std::time::SystemTime::now();
         self.check_truncations();
         self.discover(now);
+        self.scan_siblings(now);
         for i in 0..self.files.len() {
             let (files, buf) = (&mut self.files, &mut self.buf);
             files[i].drain(buf, &mut self.processor, &self.cfg, now);
         }
         self.drop_gone(now);
         self.publish_lag();
+        self.last_poll_wall = wall;
         if self.first_pass {
             self.first_pass = false;
             self.processor.shared().ready.store(true, Ordering::Release);
@@ -228,6 +239,9 @@ impl Tailer {
         let aggregator = shared.lock().clone();
         let cp = Checkpoint {
             version: checkpoint::VERSION,
+            saved_at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             files,
             aggregator,
         };
@@ -251,6 +265,86 @@ impl Tailer {
         }
     }
 
+    /// Rotated siblings hold lines of followed files even when the patterns do not cover them:
+    /// `access.log.1` from logrotate's copytruncate (the lines between the last read and the
+    /// truncation), a file created and rotated away between two polls, kubelet's
+    /// `0.log.<timestamp>` rotated while vpslens was down. In the directories of followed
+    /// files, siblings named `<followed name>.…` or `<followed name>-…` are drained when
+    /// - their inode and fingerprint are known and they have bytes past the known offset, or
+    /// - their fingerprint matches a retired file's (a copy) and they have bytes past its
+    ///   offset, or
+    /// - their inode is unknown and they were modified since the previous poll (or, on the
+    ///   first poll after a restart, since the checkpoint was written): they hold lines never
+    ///   read.
+    fn scan_siblings(&mut self, now: Instant) {
+        if self.first_pass && !self.restored {
+            // Fresh start: `read_from` decides; nothing was read that a sibling could continue.
+            return;
+        }
+        let restoring = self.first_pass && self.restored;
+        let mut dirs: Vec<(PathBuf, String)> = self
+            .files
+            .iter()
+            .filter_map(|f| dir_and_name(&f.path))
+            .chain(self.known.iter().filter_map(|l| dir_and_name(&l.path)))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        // File timestamps come from the kernel's coarse clock and can trail `SystemTime::now()`
+        // by a tick; the slack is safe because an adopted file becomes known by inode and is
+        // then only read past its known offset.
+        let slack = std::time::Duration::from_secs(2);
+        let since = if restoring {
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.saved_at)
+        } else {
+            self.last_poll_wall
+        };
+        let since = since.checked_sub(slack).unwrap_or(std::time::UNIX_EPOCH);
+        for (dir, base) in dirs {
+            for path in siblings(&dir, &base) {
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                let (dev, ino) = file::identity(&meta);
+                if self.files.iter().any(|f| f.dev == dev && f.ino == ino) {
+                    continue;
+                }
+                let size = meta.len();
+                // Heads are read lazily: most siblings are old rotations already read in full.
+                let mut head: Option<Vec<u8>> = None;
+                let mut head = || head.get_or_insert_with(|| file::read_head_of(&path)).clone();
+                // An inode match counts only with a matching fingerprint (inodes are reused).
+                let by_inode = self
+                    .known
+                    .iter()
+                    .filter(|l| l.dev == dev && l.ino == ino)
+                    .find(|l| prefix_match(&l.head, &head(), l.head.len().min(MIN_CONTENT_MATCH)));
+                let adopt = match by_inode {
+                    Some(l) => size > l.offset,
+                    None => {
+                        meta.modified().is_ok_and(|m| m >= since)
+                            || self.known.iter().filter(|l| size > l.offset).any(|l| {
+                                prefix_match(&l.head, &head(), MIN_CONTENT_MATCH)
+                            })
+                    }
+                };
+                if adopt {
+                    self.adopt_outside_patterns(&path, now);
+                }
+            }
+        }
+    }
+
+    /// Tracks a file outside the patterns (found by identity): drained, then dropped.
+    fn adopt_outside_patterns(&mut self, path: &Path, now: Instant) {
+        let before = self.files.len();
+        self.discover_one(path, now);
+        if let Some(f) = self.files.get_mut(before) {
+            f.found = false;
+            tracing::info!(path = %path.display(), "draining a rotated copy outside the patterns");
+        }
+    }
+
     fn discover(&mut self, now: Instant) {
         for f in &mut self.files {
             f.found = false;
@@ -265,7 +359,7 @@ impl Tailer {
         paths.sort();
         paths.dedup();
         for path in paths {
-            if path.extension().is_some_and(|e| e == "gz" || e == "tmp") {
+            if skipped_extension(&path) {
                 continue;
             }
             self.discover_one(&path, now);
@@ -365,6 +459,39 @@ impl Tailer {
             *l = lag;
         }
     }
+}
+
+/// A path's directory and file name.
+fn dir_and_name(path: &Path) -> Option<(PathBuf, String)> {
+    let dir = path.parent()?.to_path_buf();
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    Some((dir, name))
+}
+
+/// Regular files in `dir` named `<base>.…` or `<base>-…` (logrotate's and kubelet's rotated
+/// names), except compressed/temporary ones.
+fn siblings(dir: &Path, base: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.strip_prefix(base)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('-'))
+        })
+        .map(|e| e.path())
+        .filter(|p| !skipped_extension(p) && p.is_file())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Compressed or temporary files are never read (kubelet gzips old rotations).
+fn skipped_extension(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz" || e == "tmp")
 }
 
 /// `a` and `b` agree on their common prefix, which is at least `min` bytes (and non-empty).
