@@ -302,7 +302,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(s.client, ClientAddressSource::XForwardedFor { trusted_hops: 1 });
+        assert_eq!(
+            s.client,
+            ClientAddressSource::XForwardedFor { trusted_hops: 1 }
+        );
         assert_eq!(s.sources, vec!["b.log".to_string()]);
         assert_eq!(s.read_from, ReadFrom::Beginning);
     }

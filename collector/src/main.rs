@@ -24,7 +24,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vpslens: error: {e}");
-            ExitCode::from(if matches!(e, vpslens::Error::Usage(_)) { 2 } else { 1 })
+            ExitCode::from(if matches!(e, vpslens::Error::Usage(_)) {
+                2
+            } else {
+                1
+            })
         }
     }
 }

@@ -161,7 +161,10 @@ impl LineProcessor {
             .collect();
         let routes = &self.shared.config.routes;
         self.route_map = (0..routes.len())
-            .map(|i| agg.routes.intern(routes.label(RouteId(u16::try_from(i).unwrap_or(0)))))
+            .map(|i| {
+                agg.routes
+                    .intern(routes.label(RouteId(u16::try_from(i).unwrap_or(0))))
+            })
             .collect();
         self.route_other = agg.routes.intern(routes.label(RouteId::OTHER));
     }

@@ -15,7 +15,9 @@ fn per_node_counts_errors_and_forged_xff_through_envoy_and_prometheus() -> Resul
     let mut stack = common::start(&[])?;
     let plan = common::plan(6);
     common::drive(&stack, &plan)?;
-    stack.envoy.wait_for_log_lines(plan.len(), Duration::from_secs(20))?;
+    stack
+        .envoy
+        .wait_for_log_lines(plan.len(), Duration::from_secs(20))?;
 
     let exp = common::expected(&plan);
     let want: BTreeMap<String, u64> = exp
@@ -52,7 +54,12 @@ fn per_node_counts_errors_and_forged_xff_through_envoy_and_prometheus() -> Resul
     let series = stack.prom.query("vpslens_unregistered_requests_total")?;
     for s in &series {
         let keys: Vec<&str> = s.labels.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["__name__", "code", "instance", "job", "route"], "{:?}", s.labels);
+        assert_eq!(
+            keys,
+            ["__name__", "code", "instance", "job", "route"],
+            "{:?}",
+            s.labels
+        );
     }
 
     // Every registered node has an info series, with its registry labels.
@@ -88,8 +95,16 @@ fn per_node_counts_errors_and_forged_xff_through_envoy_and_prometheus() -> Resul
     assert!(nodes.contains("\"name\":\"jp-01\""), "{nodes}");
     stack.vpslens.stop_graceful()?;
     let logs = stack.vpslens.output();
-    assert!(logs.contains("DEBUG") || logs.contains("INFO"), "vpslens logged nothing?");
-    for (what, text) in [("metrics", &body), ("istio", &istio), ("api", &nodes), ("logs", &logs)] {
+    assert!(
+        logs.contains("DEBUG") || logs.contains("INFO"),
+        "vpslens logged nothing?"
+    );
+    for (what, text) in [
+        ("metrics", &body),
+        ("istio", &istio),
+        ("api", &nodes),
+        ("logs", &logs),
+    ] {
         assert!(!text.contains(common::TOKEN), "token leaked into {what}");
         assert!(!text.contains("token="), "query string leaked into {what}");
     }

@@ -58,7 +58,8 @@ fn rotations_and_restarts_under_load_lose_and_double_count_nothing() -> Result<(
         stack.envoy.reopen_logs()?;
         if rotations == 6 {
             stack.vpslens.stop_graceful()?;
-            stack.vpslens = common::spawn_vpslens(&stack.registry, &stack.state, stack.listen, &log, &[])?;
+            stack.vpslens =
+                common::spawn_vpslens(&stack.registry, &stack.state, stack.listen, &log, &[])?;
         }
         if rotations == 14 {
             stack.vpslens.kill_hard()?;
@@ -67,12 +68,16 @@ fn rotations_and_restarts_under_load_lose_and_double_count_nothing() -> Result<(
             rotations += 1;
             std::fs::rename(&log, log.with_file_name(format!("access.log.{rotations}")))?;
             stack.envoy.reopen_logs()?;
-            stack.vpslens = common::spawn_vpslens(&stack.registry, &stack.state, stack.listen, &log, &[])?;
+            stack.vpslens =
+                common::spawn_vpslens(&stack.registry, &stack.state, stack.listen, &log, &[])?;
         }
     }
     stop.store(true, Ordering::Release);
     let (sent, total) = sender.join().expect("sender thread")?;
-    assert!(!sender_finished_early(total), "load ended before the rotations: {total} requests");
+    assert!(
+        !sender_finished_early(total),
+        "load ended before the rotations: {total} requests"
+    );
     assert_eq!(sent.values().sum::<u64>(), total as u64);
 
     let got = common::wait_node_totals(&stack.prom, &sent)?;
@@ -85,7 +90,10 @@ fn rotations_and_restarts_under_load_lose_and_double_count_nothing() -> Result<(
     assert_eq!(errors.values().sum::<f64>(), ((total + 6) / 7) as f64);
     let body = stack.vpslens.scrape(stack.listen)?;
     let metric = |name: &str| vpslens_testkit::vpslens::metric_value(&body, name).unwrap_or(0.0);
-    assert!(metric("vpslens_source_rotations_total") >= 1.0, "rotations not seen");
+    assert!(
+        metric("vpslens_source_rotations_total") >= 1.0,
+        "rotations not seen"
+    );
     assert_eq!(metric("vpslens_lines_total{result=\"malformed\""), 0.0);
     stack.vpslens.stop_graceful()?;
     Ok(())

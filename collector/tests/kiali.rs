@@ -178,13 +178,22 @@ fn assert_edges_as_sent(edges: &BTreeMap<String, (f64, f64)>) {
     for (node, (req, err)) in sent {
         let (rate, pct) = edges[node];
         let want_pct = 100.0 * err / req;
-        assert!((pct - want_pct).abs() < 3.0, "{node}: error {pct:.1}% vs sent {want_pct:.1}%");
+        assert!(
+            (pct - want_pct).abs() < 3.0,
+            "{node}: error {pct:.1}% vs sent {want_pct:.1}%"
+        );
         // Rates relative to jp-01 (2 per round) match what was sent, and the absolute rate
         // matches the sending pace (4 rounds per second).
         let ratio = rate / jp01_rate;
-        assert!((ratio - req / 2.0).abs() < 0.1 * req / 2.0 + 0.05, "{node}: rate ratio {ratio:.3}");
+        assert!(
+            (ratio - req / 2.0).abs() < 0.1 * req / 2.0 + 0.05,
+            "{node}: rate ratio {ratio:.3}"
+        );
         let want_rate = req * 4.0;
-        assert!((rate - want_rate).abs() < 0.25 * want_rate, "{node}: {rate:.2}/s vs ~{want_rate}/s sent");
+        assert!(
+            (rate - want_rate).abs() < 0.25 * want_rate,
+            "{node}: {rate:.2}/s vs ~{want_rate}/s sent"
+        );
     }
 }
 
@@ -214,17 +223,29 @@ fn gateway_mode_one_edge_per_node_in_kialis_queries() -> Result<()> {
     for samples in [&incoming, &outgoing] {
         check_required_labels(samples);
         for s in samples.iter() {
-            assert_eq!(s.label("destination_workload"), Some("istio-ingressgateway"));
-            assert_eq!(s.label("destination_workload_namespace"), Some("istio-system"));
+            assert_eq!(
+                s.label("destination_workload"),
+                Some("istio-ingressgateway")
+            );
+            assert_eq!(
+                s.label("destination_workload_namespace"),
+                Some("istio-system")
+            );
             assert_eq!(s.label("source_workload_namespace"), Some("vps"));
         }
         assert_edges_as_sent(&edges(samples));
     }
     // Nothing is "unserviced".
-    assert!(stack.prom.query(&q_unserviced("istio-system", secs))?.is_empty());
+    assert!(stack
+        .prom
+        .query(&q_unserviced("istio-system", secs))?
+        .is_empty());
 
     // A response time for every edge; de-01's 20 ms delay lands in Envoy's (10, 25] bucket.
-    for q in [q_response_time_in("istio-system", secs), q_response_time_out("vps", secs)] {
+    for q in [
+        q_response_time_in("istio-system", secs),
+        q_response_time_out("vps", secs),
+    ] {
         let rt = stack.prom.query(&q)?;
         let by_node: BTreeMap<String, f64> = rt
             .iter()
@@ -232,7 +253,10 @@ fn gateway_mode_one_edge_per_node_in_kialis_queries() -> Result<()> {
             .collect();
         assert_eq!(by_node.len(), 4, "{q}: {by_node:?}");
         assert!(by_node.values().all(|v| *v > 0.0));
-        assert!(by_node["de-01"] > 10.0 && by_node["de-01"] <= 25.0, "{by_node:?}");
+        assert!(
+            by_node["de-01"] > 10.0 && by_node["de-01"] <= 25.0,
+            "{by_node:?}"
+        );
     }
 
     // Gateway mode overlaps no real proxy's telemetry: no vpslens series points at the upstream
@@ -240,14 +264,20 @@ fn gateway_mode_one_edge_per_node_in_kialis_queries() -> Result<()> {
     let all = stack.prom.query("istio_requests_total")?;
     assert!(!all.is_empty());
     for s in &all {
-        assert_eq!(s.label("destination_service_name"), Some("istio-ingressgateway"), "{:?}", s.labels);
+        assert_eq!(
+            s.label("destination_service_name"),
+            Some("istio-ingressgateway"),
+            "{:?}",
+            s.labels
+        );
         assert_ne!(s.label("source_workload"), Some("istio-ingressgateway"));
     }
 
     // Kiali's extension metric, queried the way the extensions appender does.
     let ext = stack.prom.query(&q_extension("vpslens", secs))?;
     let ext_nodes: BTreeMap<String, f64> = ext.iter().fold(BTreeMap::new(), |mut m, s| {
-        *m.entry(s.label("source_name").unwrap_or("").to_owned()).or_default() += s.value;
+        *m.entry(s.label("source_name").unwrap_or("").to_owned())
+            .or_default() += s.value;
         m
     });
     assert_eq!(ext_nodes.len(), 4, "{ext_nodes:?}");

@@ -122,7 +122,11 @@ impl World {
     }
 
     fn append(&self, bytes: &[u8]) {
-        let mut f = OpenOptions::new().append(true).create(true).open(&self.live).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.live)
+            .unwrap();
         f.write_all(bytes).unwrap();
     }
 
@@ -155,7 +159,9 @@ impl World {
 
     fn rotated_name(&mut self) -> PathBuf {
         self.generation += 1;
-        self.dir.path().join(format!("access.log.{}", self.generation))
+        self.dir
+            .path()
+            .join(format!("access.log.{}", self.generation))
     }
 }
 
@@ -211,7 +217,10 @@ fn counted(c: &Collector) -> (u64, u64) {
     let shared = c.tailer.processor().shared();
     let agg = shared.lock();
     let by_node = agg.requests_by_node();
-    (by_node.get("n1").copied().unwrap_or(0), agg.lines[1] + agg.lines[2] + agg.lines[3])
+    (
+        by_node.get("n1").copied().unwrap_or(0),
+        agg.lines[1] + agg.lines[2] + agg.lines[3],
+    )
 }
 
 fn run_model(ops: &[Op]) {
@@ -238,7 +247,12 @@ fn run_model_framed(ops: &[Op], cri: bool, glob: bool) {
                 w.finish_partial();
                 let to = w.rotated_name();
                 fs::copy(&w.live, &to).unwrap();
-                OpenOptions::new().write(true).open(&w.live).unwrap().set_len(0).unwrap();
+                OpenOptions::new()
+                    .write(true)
+                    .open(&w.live)
+                    .unwrap()
+                    .set_len(0)
+                    .unwrap();
                 w.rotated.push(to);
             }
             Op::Truncate => {
@@ -246,7 +260,12 @@ fn run_model_framed(ops: &[Op], cri: bool, glob: bool) {
                 if let Some(c) = c.as_mut() {
                     w.finish_partial();
                     c.tailer.poll();
-                    OpenOptions::new().write(true).open(&w.live).unwrap().set_len(0).unwrap();
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&w.live)
+                        .unwrap()
+                        .set_len(0)
+                        .unwrap();
                 }
             }
             Op::DeleteRotated => {
@@ -279,7 +298,10 @@ fn run_model_framed(ops: &[Op], cri: bool, glob: bool) {
     c.tailer.poll();
     let (n1, bad) = counted(&c);
     assert_eq!(bad, 0, "no line may be malformed, split or too long");
-    assert_eq!(n1, w.written, "lines counted must equal lines written; ops: {ops:?}");
+    assert_eq!(
+        n1, w.written,
+        "lines counted must equal lines written; ops: {ops:?}"
+    );
 }
 
 fn cases() -> u32 {
@@ -346,5 +368,11 @@ fn rotated_twice_out_of_the_pattern_while_down() {
 
 #[test]
 fn partial_line_across_restart() {
-    run_model(&[Op::Write(1), Op::PartialWrite(40), Op::Poll, Op::Restart, Op::Write(1)]);
+    run_model(&[
+        Op::Write(1),
+        Op::PartialWrite(40),
+        Op::Poll,
+        Op::Restart,
+        Op::Write(1),
+    ]);
 }

@@ -183,7 +183,10 @@ mod tests {
     #[test]
     fn downstream_errors() {
         let d = ClientAddressSource::DownstreamRemote;
-        assert_eq!(client_address(&rec(None, None), d), Err(ClientAddressError::Missing));
+        assert_eq!(
+            client_address(&rec(None, None), d),
+            Err(ClientAddressError::Missing)
+        );
         for bad in [
             "nope",
             "1.2.3.4:port",
@@ -218,12 +221,24 @@ mod tests {
 
     #[test]
     fn xff_entries_with_ports_tabs_and_garbage() {
-        assert_eq!(xff_hop("a, \t1.2.3.4:80 ", 0), Ok("1.2.3.4".parse().unwrap()));
-        assert_eq!(xff_hop("[2001:db8::2]:1", 0), Ok("2001:db8::2".parse().unwrap()));
-        assert_eq!(xff_hop("1.2.3.4,", 0), Err(ClientAddressError::Invalid));
-        assert_eq!(xff_hop("1.2.3.4,unknown", 0), Err(ClientAddressError::Invalid));
         assert_eq!(
-            client_address(&rec(None, None), ClientAddressSource::XForwardedFor { trusted_hops: 0 }),
+            xff_hop("a, \t1.2.3.4:80 ", 0),
+            Ok("1.2.3.4".parse().unwrap())
+        );
+        assert_eq!(
+            xff_hop("[2001:db8::2]:1", 0),
+            Ok("2001:db8::2".parse().unwrap())
+        );
+        assert_eq!(xff_hop("1.2.3.4,", 0), Err(ClientAddressError::Invalid));
+        assert_eq!(
+            xff_hop("1.2.3.4,unknown", 0),
+            Err(ClientAddressError::Invalid)
+        );
+        assert_eq!(
+            client_address(
+                &rec(None, None),
+                ClientAddressSource::XForwardedFor { trusted_hops: 0 }
+            ),
             Err(ClientAddressError::Missing)
         );
     }

@@ -70,7 +70,14 @@ mod tests {
         assert_eq!(c.namespace(), Some("prod"));
         let c = IstioCluster::parse("outbound|443||example.com").unwrap();
         assert_eq!((c.service_name(), c.namespace()), ("example", None));
-        for bad in ["", "a|b|c|d", "outbound|80|", "outbound|80||", "|80||x", "a|1|b|c|d"] {
+        for bad in [
+            "",
+            "a|b|c|d",
+            "outbound|80|",
+            "outbound|80||",
+            "|80||x",
+            "a|1|b|c|d",
+        ] {
             assert!(IstioCluster::parse(bad).is_none(), "{bad}");
         }
     }

@@ -233,7 +233,10 @@ mod tests {
 
     #[test]
     fn docker_lines() {
-        let c = parse_docker(br#"{"log":"{\"a\":1}\n","stream":"stdout","time":"2026-11-23T05:38:15Z"}"#).unwrap();
+        let c = parse_docker(
+            br#"{"log":"{\"a\":1}\n","stream":"stdout","time":"2026-11-23T05:38:15Z"}"#,
+        )
+        .unwrap();
         assert!(c.last);
         assert_eq!(&*c.message, br#"{"a":1}"#);
         let c = parse_docker(br#"{"log":"part","stream":"stderr"}"#).unwrap();
@@ -256,7 +259,10 @@ mod tests {
         assert!(r.is_pending());
         assert_eq!(r.push(chunk(b"x", true)), Assembled::TooLong);
         assert!(!r.is_pending());
-        assert_eq!(r.push(chunk(b"ok", true)), Assembled::Line(Cow::Borrowed(b"ok")));
+        assert_eq!(
+            r.push(chunk(b"ok", true)),
+            Assembled::Line(Cow::Borrowed(b"ok"))
+        );
         assert_eq!(r.push(chunk(b"123456789", true)), Assembled::TooLong);
     }
 }

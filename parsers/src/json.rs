@@ -77,7 +77,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
                 Ok(Scalar::U64(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(if v < 0 { Scalar::Negative } else { Scalar::U64(v.unsigned_abs()) })
+                Ok(if v < 0 {
+                    Scalar::Negative
+                } else {
+                    Scalar::U64(v.unsigned_abs())
+                })
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
                 Ok(Scalar::F64(v))
@@ -139,13 +143,13 @@ struct RawRecord<'a> {
 
 impl<'a> RawRecord<'a> {
     fn into_record(self) -> Result<AccessRecord<'a>, ParseError> {
-        let start = text("start_time", self.start_time)?
-            .ok_or(ParseError::MissingField { field: "start_time" })?;
-        let code = number("response_code", self.response_code)?.ok_or(
-            ParseError::MissingField {
+        let start = text("start_time", self.start_time)?.ok_or(ParseError::MissingField {
+            field: "start_time",
+        })?;
+        let code =
+            number("response_code", self.response_code)?.ok_or(ParseError::MissingField {
                 field: "response_code",
-            },
-        )?;
+            })?;
         Ok(AccessRecord {
             start_time_ms: parse_rfc3339_ms(&start)?,
             method: text("method", self.method)?,
@@ -211,7 +215,9 @@ fn number(field: &'static str, v: Option<Scalar<'_>>) -> Result<Option<u64>, Par
             }
         }
         Some(Scalar::Str(s)) if s.is_empty() || s == "-" => Ok(None),
-        Some(Scalar::Str(s)) => parse_decimal(&s).map(Some).ok_or(ParseError::BadNumber { field }),
+        Some(Scalar::Str(s)) => parse_decimal(&s)
+            .map(Some)
+            .ok_or(ParseError::BadNumber { field }),
         Some(Scalar::Other) => Err(ParseError::JsonType { field }),
     }
 }
@@ -247,7 +253,10 @@ mod tests {
             r.upstream_cluster.as_deref(),
             Some("outbound|80||xboard.airport-prod.svc.cluster.local")
         );
-        assert!(matches!(r.path, Some(Cow::Borrowed(_))), "no copy without escapes");
+        assert!(
+            matches!(r.path, Some(Cow::Borrowed(_))),
+            "no copy without escapes"
+        );
     }
 
     #[test]
@@ -288,22 +297,58 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("", "json_syntax"),
             ("{", "json_syntax"),
-            (r#"{"start_time":"2026-11-23T05:38:15Z","response_code":200"#, "json_syntax"),
+            (
+                r#"{"start_time":"2026-11-23T05:38:15Z","response_code":200"#,
+                "json_syntax",
+            ),
             ("[1,2]", "json_type"),
             (r#"{"response_code":200}"#, "missing_field"),
             (r#"{"start_time":"2026-11-23T05:38:15Z"}"#, "missing_field"),
-            (r#"{"start_time":"2026-11-23T05:38:15Z","response_code":null}"#, "missing_field"),
-            (r#"{"start_time":"2026-11-23T05:38:15Z","response_code":"abc"}"#, "bad_number"),
-            (r#"{"start_time":"2026-11-23T05:38:15Z","response_code":-1}"#, "bad_number"),
-            (r#"{"start_time":"2026-11-23T05:38:15Z","response_code":1.5}"#, "bad_number"),
-            (r#"{"start_time":"2026-11-23T05:38:15Z","response_code":42}"#, "bad_number"),
-            (r#"{"start_time":"2026-11-23T05:38:15Z","response_code":1000}"#, "bad_number"),
-            (r#"{"start_time":"2026-11-23T05:38:15Z","response_code":200,"duration":" 5"}"#, "bad_number"),
-            (r#"{"start_time":"yesterday","response_code":200}"#, "bad_timestamp"),
+            (
+                r#"{"start_time":"2026-11-23T05:38:15Z","response_code":null}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"start_time":"2026-11-23T05:38:15Z","response_code":"abc"}"#,
+                "bad_number",
+            ),
+            (
+                r#"{"start_time":"2026-11-23T05:38:15Z","response_code":-1}"#,
+                "bad_number",
+            ),
+            (
+                r#"{"start_time":"2026-11-23T05:38:15Z","response_code":1.5}"#,
+                "bad_number",
+            ),
+            (
+                r#"{"start_time":"2026-11-23T05:38:15Z","response_code":42}"#,
+                "bad_number",
+            ),
+            (
+                r#"{"start_time":"2026-11-23T05:38:15Z","response_code":1000}"#,
+                "bad_number",
+            ),
+            (
+                r#"{"start_time":"2026-11-23T05:38:15Z","response_code":200,"duration":" 5"}"#,
+                "bad_number",
+            ),
+            (
+                r#"{"start_time":"yesterday","response_code":200}"#,
+                "bad_timestamp",
+            ),
             (r#"{"start_time":17,"response_code":200}"#, "json_type"),
-            (r#"{"start_time":"2026-11-23T05:38:15Z","response_code":true}"#, "json_type"),
-            (r#"{"start_time":"2026-11-23T05:38:15Z","response_code":200,"path":{"a":1}}"#, "json_type"),
-            (r#"{"start_time":"2026-11-23T05:38:15Z","response_code":200,"response_code":201}"#, "json_type"),
+            (
+                r#"{"start_time":"2026-11-23T05:38:15Z","response_code":true}"#,
+                "json_type",
+            ),
+            (
+                r#"{"start_time":"2026-11-23T05:38:15Z","response_code":200,"path":{"a":1}}"#,
+                "json_type",
+            ),
+            (
+                r#"{"start_time":"2026-11-23T05:38:15Z","response_code":200,"response_code":201}"#,
+                "json_type",
+            ),
         ];
         for (line, reason) in cases {
             let e = parse(line.as_bytes()).unwrap_err();

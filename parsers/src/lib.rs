@@ -76,8 +76,14 @@ mod tests {
 
     #[test]
     fn auto_detection() {
-        assert_eq!(parse_line(b"   \n", LogFormat::Auto), Err(ParseError::Empty));
-        assert_eq!(parse_line(b"hello", LogFormat::Auto), Err(ParseError::UnknownFormat));
+        assert_eq!(
+            parse_line(b"   \n", LogFormat::Auto),
+            Err(ParseError::Empty)
+        );
+        assert_eq!(
+            parse_line(b"hello", LogFormat::Auto),
+            Err(ParseError::UnknownFormat)
+        );
         assert_eq!(
             parse_line(b"{", LogFormat::Auto).unwrap_err().reason(),
             "json_syntax"

@@ -318,14 +318,26 @@ mod tests {
         assert_eq!(t.label(t.classify("/b").route), "/b/**");
         assert_eq!(t.label(t.classify("/b/1/2/3").route), "/b/**");
         assert_eq!(t.label(t.classify("/x?y").route), "/x");
-        assert_eq!(t.labels().collect::<Vec<_>>(), ["/a/*/c", "/b/**", "/x", "other"]);
+        assert_eq!(
+            t.labels().collect::<Vec<_>>(),
+            ["/a/*/c", "/b/**", "/x", "other"]
+        );
     }
 
     #[test]
     fn bad_templates_are_rejected() {
-        assert!(matches!(RouteTable::new(["a"]), Err(RouteError::NotAbsolute(_))));
-        assert!(matches!(RouteTable::new(["/a/**/b"]), Err(RouteError::InnerDoubleStar(_))));
-        assert!(matches!(RouteTable::new(["/a?b=1"]), Err(RouteError::HasQuery(_))));
+        assert!(matches!(
+            RouteTable::new(["a"]),
+            Err(RouteError::NotAbsolute(_))
+        ));
+        assert!(matches!(
+            RouteTable::new(["/a/**/b"]),
+            Err(RouteError::InnerDoubleStar(_))
+        ));
+        assert!(matches!(
+            RouteTable::new(["/a?b=1"]),
+            Err(RouteError::HasQuery(_))
+        ));
     }
 
     #[test]

@@ -223,13 +223,20 @@ mod tests {
         let r = parse(LINE.as_bytes()).unwrap();
         assert_eq!(r.start_time_ms, 1_795_412_295_940);
         assert_eq!(r.method.as_deref(), Some("POST"));
-        assert!(r.path.as_deref().unwrap().starts_with("/api/v1/server/UniProxy/push?"));
+        assert!(r
+            .path
+            .as_deref()
+            .unwrap()
+            .starts_with("/api/v1/server/UniProxy/push?"));
         assert_eq!(r.protocol.as_deref(), Some("HTTP/1.1"));
         assert_eq!(r.response_code, 503);
         assert_eq!(r.response_flags.as_deref(), Some("UF,URX"));
         assert_eq!((r.bytes_received, r.bytes_sent), (532, 91));
         assert_eq!(r.duration_ms, Some(1004));
-        assert_eq!(r.x_forwarded_for.as_deref(), Some("198.51.100.77,203.0.113.12"));
+        assert_eq!(
+            r.x_forwarded_for.as_deref(),
+            Some("198.51.100.77,203.0.113.12")
+        );
         assert_eq!(r.authority.as_deref(), Some("panel.example.com"));
         assert_eq!(
             r.downstream_remote_address.as_deref(),
@@ -259,7 +266,10 @@ mod tests {
         // A lone quote that does not form a separator keeps the fields.
         let line = LINE.replace("go-resty/2.7.0", r#"go-"resty"#);
         let r = parse(line.as_bytes()).unwrap();
-        assert_eq!(r.user_agent.as_deref().map(|u| u.starts_with("go-\"resty")), Some(true));
+        assert_eq!(
+            r.user_agent.as_deref().map(|u| u.starts_with("go-\"resty")),
+            Some(true)
+        );
         assert!(r.x_forwarded_for.is_some());
     }
 
@@ -300,7 +310,10 @@ mod tests {
             (&LINE.replace("\" 503 ", "\" 5x3 "), "text_syntax"),
             (&LINE.replace("\" 503 ", "\" 1234 "), "bad_number"),
             (&LINE.replace(" 532 91 ", " 532 9x1 "), "bad_number"),
-            (&LINE.replace("2026-11-23T05:38:15.940Z", "yesterday"), "bad_timestamp"),
+            (
+                &LINE.replace("2026-11-23T05:38:15.940Z", "yesterday"),
+                "bad_timestamp",
+            ),
             (&LINE.replace("xboard-route", ""), "text_syntax"),
         ];
         for (line, reason) in cases {

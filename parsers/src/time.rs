@@ -124,7 +124,10 @@ mod tests {
     #[test]
     fn epoch_and_known_values() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Ok(0));
-        assert_eq!(parse_rfc3339_ms("2000-02-29T00:00:00.5Z"), Ok(951_782_400_500));
+        assert_eq!(
+            parse_rfc3339_ms("2000-02-29T00:00:00.5Z"),
+            Ok(951_782_400_500)
+        );
         assert_eq!(
             parse_rfc3339_ms("2026-11-23T05:38:15.940123456Z"),
             Ok(1_795_412_295_940)
@@ -151,7 +154,11 @@ mod tests {
             "2026/11/23T05:38:15Z",
             "２026-11-23T05:38:15Z",
         ] {
-            assert_eq!(parse_rfc3339_ms(bad), Err(ParseError::BadTimestamp), "{bad}");
+            assert_eq!(
+                parse_rfc3339_ms(bad),
+                Err(ParseError::BadTimestamp),
+                "{bad}"
+            );
         }
     }
 }

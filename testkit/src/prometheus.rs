@@ -73,7 +73,8 @@ impl PrometheusOptions {
 
     /// Adds a scrape job over the same targets with another `metrics_path`.
     pub fn extra_job(mut self, job: &str, metrics_path: &str) -> Self {
-        self.extra_jobs.push((job.to_owned(), metrics_path.to_owned()));
+        self.extra_jobs
+            .push((job.to_owned(), metrics_path.to_owned()));
         self
     }
 

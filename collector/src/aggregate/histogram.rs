@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 /// `HistogramSettingsImpl::defaultBuckets`), used by Istio for `istio_request_duration_milliseconds`
 /// (milliseconds) and `istio_request_bytes`/`istio_response_bytes` (bytes).
 pub const ENVOY_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 /// Integer form of [`ENVOY_BUCKETS`] for integral observations: `v <= bound` ⇔ `v <= floor`.

@@ -119,7 +119,9 @@ impl Interner {
 
     /// The value of an id (`other` for unknown ids).
     pub fn get(&self, id: u16) -> &str {
-        self.values.get(usize::from(id)).map_or(OTHER, String::as_str)
+        self.values
+            .get(usize::from(id))
+            .map_or(OTHER, String::as_str)
     }
 }
 
@@ -306,7 +308,9 @@ impl Aggregator {
 
     /// A node name by id.
     pub fn node_name(&self, id: u32) -> &str {
-        self.node_names.get(id as usize).map_or(OTHER, String::as_str)
+        self.node_names
+            .get(id as usize)
+            .map_or(OTHER, String::as_str)
     }
 
     fn code(&mut self, code: u16) -> u16 {
@@ -543,7 +547,11 @@ mod tests {
         assert_eq!(b.requests_by_node(), a.requests_by_node());
         assert_eq!(b.unregistered().count(), 1);
         assert_eq!(b.lines, a.lines);
-        assert_eq!(b.destinations.intern("outbound|80||xboard.airport-prod.svc.cluster.local"), 1);
+        assert_eq!(
+            b.destinations
+                .intern("outbound|80||xboard.airport-prod.svc.cluster.local"),
+            1
+        );
     }
 
     #[test]

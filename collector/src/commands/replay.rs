@@ -41,7 +41,11 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Error> {
     }
     let registry = match &s.registry {
         Some(p) => RegistryHandle::load(p)?,
-        None => return Err(Error::Usage("replay needs --registry FILE (or a config with `registry:`)".into())),
+        None => {
+            return Err(Error::Usage(
+                "replay needs --registry FILE (or a config with `registry:`)".into(),
+            ))
+        }
     };
     for p in &s.sources {
         if !p.contains(['*', '?', '[']) && !Path::new(p).exists() {

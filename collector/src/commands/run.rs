@@ -22,13 +22,20 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
     flags.sources.clone_from(&args.paths);
     let s = super::settings(args.common.config.as_deref(), flags)?;
     let Some(reg_path) = s.registry.clone() else {
-        return Err(Error::Usage("run needs --registry FILE (or `registry:` in the config)".into()));
+        return Err(Error::Usage(
+            "run needs --registry FILE (or `registry:` in the config)".into(),
+        ));
     };
     if s.sources.is_empty() {
-        return Err(Error::Usage("run needs at least one log path or glob".into()));
+        return Err(Error::Usage(
+            "run needs at least one log path or glob".into(),
+        ));
     }
     let registry = RegistryHandle::load(&reg_path)?;
-    spawn_watcher(registry.clone(), Duration::from_secs(s.registry_poll_seconds))?;
+    spawn_watcher(
+        registry.clone(),
+        Duration::from_secs(s.registry_poll_seconds),
+    )?;
     let shared = super::shared(&s, registry);
     let tailer = Tailer::new(super::tail_config(&s), LineProcessor::new(shared.clone()))?;
     let tail = TailHandle::spawn(tailer)?;
@@ -57,7 +64,9 @@ async fn sweep_loop(shared: Arc<Shared>, grace: u64) {
         tick.tick().await;
         let registry = shared.registry.current();
         let registered = |n: &str| registry.index_of(n).is_some();
-        let dropped = shared.lock().sweep_removed(&registered, now_seconds(), grace);
+        let dropped = shared
+            .lock()
+            .sweep_removed(&registered, now_seconds(), grace);
         if dropped > 0 {
             tracing::info!(dropped, "removed series of nodes no longer in the registry");
         }

@@ -29,7 +29,11 @@ async fn metrics_handler(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Re
     let dialect = Dialect::from_accept(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
     match tokio::task::spawn_blocking(move || metrics::render(&s, dialect)).await {
         Ok(body) => ([(CONTENT_TYPE, dialect.content_type())], body).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("render failed: {e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("render failed: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -37,7 +41,11 @@ async fn istio_handler(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     let dialect = Dialect::from_accept(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
     match tokio::task::spawn_blocking(move || metrics::render_istio(&s, dialect)).await {
         Ok(body) => ([(CONTENT_TYPE, dialect.content_type())], body).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("render failed: {e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("render failed: {e}\n"),
+        )
+            .into_response(),
     }
 }
 

@@ -76,8 +76,9 @@ impl Default for GatewayIdentity {
             service: "istio-ingressgateway.istio-system.svc.cluster.local".into(),
             canonical_service: "istio-ingressgateway".into(),
             canonical_revision: "latest".into(),
-            principal: "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
-                .into(),
+            principal:
+                "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+                    .into(),
         }
     }
 }
@@ -302,10 +303,22 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
                 continue;
             }
         }
-        w.family(name, help, if hist.is_some() { Kind::Histogram } else { Kind::Counter });
+        w.family(
+            name,
+            help,
+            if hist.is_some() {
+                Kind::Histogram
+            } else {
+                Kind::Counter
+            },
+        );
         for reporter in &cfg.reporters {
             for ((node, app, dest, code, flags), e) in &v.edges {
-                let security = if reporter == "destination" { "none" } else { "unknown" };
+                let security = if reporter == "destination" {
+                    "none"
+                } else {
+                    "unknown"
+                };
                 let labels: [(&str, &str); 25] = [
                     ("reporter", reporter),
                     ("source_workload", node),

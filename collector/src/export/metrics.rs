@@ -164,10 +164,18 @@ fn render_nodes(w: &mut Writer, v: &NodeViews, registry: &Registry, c: &SelfCoun
     );
     for ((node, route, method, code), n) in &v.requests {
         let code = Aggregator::code_label(*code);
-        let method = METHODS.get(usize::from(*method)).copied().unwrap_or("other");
+        let method = METHODS
+            .get(usize::from(*method))
+            .copied()
+            .unwrap_or("other");
         w.sample_u64(
             NODE_REQUESTS,
-            &[("node", node), ("route", c.route(*route)), ("method", method), ("code", &code)],
+            &[
+                ("node", node),
+                ("route", c.route(*route)),
+                ("method", method),
+                ("code", &code),
+            ],
             *n,
         );
     }
@@ -181,7 +189,13 @@ fn render_nodes(w: &mut Writer, v: &NodeViews, registry: &Registry, c: &SelfCoun
     for (node, h) in &v.duration {
         #[allow(clippy::cast_precision_loss)]
         let sum = h.sum as f64 / 1000.0;
-        w.histogram(NODE_DURATION, &[("node", node)], &bounds, &h.cumulative(), sum);
+        w.histogram(
+            NODE_DURATION,
+            &[("node", node)],
+            &bounds,
+            &h.cumulative(),
+            sum,
+        );
     }
 
     w.family(
@@ -247,7 +261,11 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
     }
     debug_assert_eq!(LINE_RESULTS[LineResult::TooLong as usize], "too_long");
 
-    w.family(PARSE_ERRORS, "Malformed access-log lines, by reason.", Kind::Counter);
+    w.family(
+        PARSE_ERRORS,
+        "Malformed access-log lines, by reason.",
+        Kind::Counter,
+    );
     for (i, r) in ParseError::REASONS.iter().enumerate() {
         w.sample_u64(PARSE_ERRORS, &[("reason", r)], c.parse_errors[i]);
     }
@@ -289,8 +307,16 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
     w.sample_u64(name, &[], registry.conflicts().len() as u64);
     let name = "vpslens_registry_reloads_total";
     w.family(name, "Registry load attempts, by result.", Kind::Counter);
-    w.sample_u64(name, &[("result", "success")], h.reload_success.load(Ordering::Relaxed));
-    w.sample_u64(name, &[("result", "failure")], h.reload_failure.load(Ordering::Relaxed));
+    w.sample_u64(
+        name,
+        &[("result", "success")],
+        h.reload_success.load(Ordering::Relaxed),
+    );
+    w.sample_u64(
+        name,
+        &[("result", "failure")],
+        h.reload_failure.load(Ordering::Relaxed),
+    );
     let name = "vpslens_registry_last_reload_successful";
     w.family(
         name,
@@ -299,30 +325,70 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
     );
     w.sample_u64(name, &[], h.last_successful.load(Ordering::Relaxed));
     let name = "vpslens_registry_last_reload_success_timestamp_seconds";
-    w.family(name, "Unix time of the latest successful registry load.", Kind::Gauge);
+    w.family(
+        name,
+        "Unix time of the latest successful registry load.",
+        Kind::Gauge,
+    );
     w.sample_u64(name, &[], h.last_success_seconds.load(Ordering::Relaxed));
 
     let s = &shared.sources;
     for (name, help, v) in [
-        ("vpslens_source_read_bytes_total", "Bytes read from access-log files.", &s.bytes_read),
-        ("vpslens_source_lines_total", "Lines read from access-log files (after container-log reassembly).", &s.lines_read),
-        ("vpslens_source_rotations_total", "File rotations (a new file appeared at a followed path).", &s.rotations),
-        ("vpslens_source_truncations_total", "Truncations or rewrites detected (reading restarted at offset 0).", &s.truncations),
-        ("vpslens_source_long_lines_skipped_total", "Lines longer than max_line_bytes, skipped.", &s.long_lines_skipped),
-        ("vpslens_checkpoint_writes_total", "Checkpoints written.", &s.checkpoint_writes),
-        ("vpslens_checkpoint_failures_total", "Checkpoint writes that failed.", &s.checkpoint_failures),
+        (
+            "vpslens_source_read_bytes_total",
+            "Bytes read from access-log files.",
+            &s.bytes_read,
+        ),
+        (
+            "vpslens_source_lines_total",
+            "Lines read from access-log files (after container-log reassembly).",
+            &s.lines_read,
+        ),
+        (
+            "vpslens_source_rotations_total",
+            "File rotations (a new file appeared at a followed path).",
+            &s.rotations,
+        ),
+        (
+            "vpslens_source_truncations_total",
+            "Truncations or rewrites detected (reading restarted at offset 0).",
+            &s.truncations,
+        ),
+        (
+            "vpslens_source_long_lines_skipped_total",
+            "Lines longer than max_line_bytes, skipped.",
+            &s.long_lines_skipped,
+        ),
+        (
+            "vpslens_checkpoint_writes_total",
+            "Checkpoints written.",
+            &s.checkpoint_writes,
+        ),
+        (
+            "vpslens_checkpoint_failures_total",
+            "Checkpoint writes that failed.",
+            &s.checkpoint_failures,
+        ),
     ] {
         w.family(name, help, Kind::Counter);
         w.sample_u64(name, &[], v.load(Ordering::Relaxed));
     }
     let name = "vpslens_source_read_lag_bytes";
-    w.family(name, "Bytes in a followed file not yet processed.", Kind::Gauge);
+    w.family(
+        name,
+        "Bytes in a followed file not yet processed.",
+        Kind::Gauge,
+    );
     if let Ok(lag) = s.lag.lock() {
         for (path, v) in lag.iter() {
             w.sample_u64(name, &[("path", path)], *v);
         }
     }
     let name = "vpslens_ready";
-    w.family(name, "1 once the first pass over the configured files completed.", Kind::Gauge);
+    w.family(
+        name,
+        "1 once the first pass over the configured files completed.",
+        Kind::Gauge,
+    );
     w.sample_u64(name, &[], u64::from(shared.ready.load(Ordering::Acquire)));
 }

@@ -186,11 +186,13 @@ impl Registry {
                     )));
                 }
                 if v.len() > MAX_NODE_NAME {
-                    return Err(err(format!("label `{k}` value longer than {MAX_NODE_NAME}")));
+                    return Err(err(format!(
+                        "label `{k}` value longer than {MAX_NODE_NAME}"
+                    )));
                 }
             }
-            let idx = NodeIndex::try_from(reg.nodes.len())
-                .map_err(|_| err("too many nodes".into()))?;
+            let idx =
+                NodeIndex::try_from(reg.nodes.len()).map_err(|_| err("too many nodes".into()))?;
             let mut owned = Vec::new();
             for a in &spec.addresses {
                 let net = parse_net(a).ok_or_else(|| err(format!("`{a}` is not an IP or CIDR")))?;
@@ -245,7 +247,11 @@ impl Registry {
             IpAddr::V6(a) => {
                 let bits = u128::from(a);
                 self.v6.iter().find_map(|(len, t)| {
-                    let mask = if *len == 0 { 0 } else { u128::MAX << (128 - len) };
+                    let mask = if *len == 0 {
+                        0
+                    } else {
+                        u128::MAX << (128 - len)
+                    };
                     t.get(&(bits & mask)).copied()
                 })
             }
@@ -273,7 +279,10 @@ impl Registry {
     }
 }
 
-fn table_for<K>(tables: &mut Vec<(u8, FxHashMap<K, NodeIndex>)>, len: u8) -> &mut FxHashMap<K, NodeIndex> {
+fn table_for<K>(
+    tables: &mut Vec<(u8, FxHashMap<K, NodeIndex>)>,
+    len: u8,
+) -> &mut FxHashMap<K, NodeIndex> {
     let pos = match tables.iter().position(|(l, _)| *l <= len) {
         Some(p) if tables[p].0 == len => p,
         Some(p) => {
@@ -324,19 +333,27 @@ mod tests {
             spec("narrow", &["198.51.100.5", "2001:db8:1::/64"]),
         ])
         .unwrap();
-        let name = |ip: &str| r.lookup(ip.parse().unwrap()).map(|i| r.nodes()[i as usize].name.clone());
+        let name = |ip: &str| {
+            r.lookup(ip.parse().unwrap())
+                .map(|i| r.nodes()[i as usize].name.clone())
+        };
         assert_eq!(name("198.51.100.5").as_deref(), Some("narrow"));
         assert_eq!(name("198.51.100.6").as_deref(), Some("wide"));
         assert_eq!(name("2001:db8:1::10").as_deref(), Some("narrow"));
         assert_eq!(name("2001:db8:2::10").as_deref(), Some("wide"));
         assert_eq!(name("192.0.2.1"), None);
-        assert_eq!(name("::ffff:198.51.100.5").as_deref(), None, "callers canonicalise");
+        assert_eq!(
+            name("::ffff:198.51.100.5").as_deref(),
+            None,
+            "callers canonicalise"
+        );
     }
 
     #[test]
     fn conflicts_resolve_to_smaller_name_regardless_of_file_order() {
         for order in [["b", "a"], ["a", "b"]] {
-            let r = Registry::build(order.iter().map(|n| spec(n, &["192.0.2.7"])).collect()).unwrap();
+            let r =
+                Registry::build(order.iter().map(|n| spec(n, &["192.0.2.7"])).collect()).unwrap();
             let idx = r.lookup("192.0.2.7".parse().unwrap()).unwrap();
             assert_eq!(r.nodes()[idx as usize].name, "a");
             assert_eq!(r.conflicts().len(), 1);
@@ -352,8 +369,11 @@ mod tests {
         let mut s = spec("a", &[]);
         s.labels.insert("bad-key".into(), "x".into());
         assert!(Registry::build(vec![s]).is_err());
-        let e = Registry::from_bytes(Path::new("x.yaml"), b"nodes:\n  - name: a\n    adresses: []\n")
-            .unwrap_err();
+        let e = Registry::from_bytes(
+            Path::new("x.yaml"),
+            b"nodes:\n  - name: a\n    adresses: []\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("adresses"), "{e}");
         let r = Registry::from_bytes(
             Path::new("x.json"),

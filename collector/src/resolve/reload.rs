@@ -29,6 +29,8 @@ pub struct RegistryHandle {
     pub last_success_seconds: AtomicU64,
     /// Incremented on every successful swap; consumers compare it to rebuild derived tables.
     pub generation: AtomicU64,
+    /// Bytes of the last load attempt (a reload only happens when they change).
+    last_bytes: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl RegistryHandle {
@@ -37,10 +39,15 @@ impl RegistryHandle {
     /// # Errors
     /// The first load must succeed: a daemon without a registry cannot attribute anything.
     pub fn load(path: &Path) -> Result<Arc<RegistryHandle>, RegistryError> {
-        let reg = Registry::load(path)?;
+        let bytes = std::fs::read(path).map_err(|source| RegistryError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let reg = Registry::from_bytes(path, &bytes)?;
         let h = RegistryHandle::fixed(reg);
         let h = RegistryHandle {
             path: Some(path.to_path_buf()),
+            last_bytes: std::sync::Mutex::new(Some(bytes)),
             ..h
         };
         Ok(Arc::new(h))
@@ -56,6 +63,7 @@ impl RegistryHandle {
             last_successful: AtomicU64::new(1),
             last_success_seconds: AtomicU64::new(now_seconds()),
             generation: AtomicU64::new(1),
+            last_bytes: std::sync::Mutex::new(None),
         }
     }
 
@@ -74,15 +82,31 @@ impl RegistryHandle {
         self.path.as_deref()
     }
 
-    /// Re-reads the file; on success swaps it in, on failure keeps the current one.
+    /// Re-reads the file if its bytes changed since the last attempt; on success swaps it in,
+    /// on failure keeps the current one.
     ///
     /// # Errors
     /// The load error (already counted in the failure metrics).
-    pub fn reload_now(&self) -> Result<(), RegistryError> {
+    pub fn reload_if_changed(&self) -> Result<(), RegistryError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        match Registry::load(path) {
+        let bytes = std::fs::read(path).ok();
+        {
+            let mut last = self
+                .last_bytes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *last == bytes {
+                return Ok(());
+            }
+            last.clone_from(&bytes);
+        }
+        let result = match bytes {
+            Some(b) => Registry::from_bytes(path, &b),
+            None => Registry::load(path),
+        };
+        match result {
             Ok(reg) => {
                 for c in reg.conflicts() {
                     tracing::warn!(prefix = %c.prefix, winner = %c.winner, loser = %c.loser,
@@ -91,7 +115,8 @@ impl RegistryHandle {
                 self.current.store(Arc::new(reg));
                 self.reload_success.fetch_add(1, Ordering::Relaxed);
                 self.last_successful.store(1, Ordering::Relaxed);
-                self.last_success_seconds.store(now_seconds(), Ordering::Relaxed);
+                self.last_success_seconds
+                    .store(now_seconds(), Ordering::Relaxed);
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 tracing::info!(path = %path.display(), "registry reloaded");
                 Ok(())
@@ -132,7 +157,6 @@ fn watch_loop(handle: &RegistryHandle, path: &Path, poll: Duration) {
     if let Err(e) = &watcher {
         tracing::warn!(error = %e, "registry file watch unavailable; polling only");
     }
-    let mut last = std::fs::read(path).ok();
     loop {
         match rx.recv_timeout(poll) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -141,11 +165,7 @@ fn watch_loop(handle: &RegistryHandle, path: &Path, poll: Duration) {
         // Coalesce bursts of events from one save.
         std::thread::sleep(Duration::from_millis(50));
         while rx.try_recv().is_ok() {}
-        let now = std::fs::read(path).ok();
-        if now != last {
-            last = now;
-            let _ = handle.reload_now();
-        }
+        let _ = handle.reload_if_changed();
     }
 }
 

@@ -185,7 +185,13 @@ impl Tracked {
     }
 
     /// Reads everything available and processes it in batches.
-    pub fn drain(&mut self, buf: &mut [u8], proc: &mut LineProcessor, cfg: &TailConfig, now: Instant) {
+    pub fn drain(
+        &mut self,
+        buf: &mut [u8],
+        proc: &mut LineProcessor,
+        cfg: &TailConfig,
+        now: Instant,
+    ) {
         let shared = proc.shared().clone();
         loop {
             let n = match self.file.read(buf) {

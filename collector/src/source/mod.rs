@@ -210,7 +210,9 @@ impl Tailer {
             self.first_pass = false;
             self.processor.shared().ready.store(true, Ordering::Release);
         }
-        if self.cfg.state_dir.is_some() && now.duration_since(self.last_checkpoint) >= self.cfg.checkpoint_interval {
+        if self.cfg.state_dir.is_some()
+            && now.duration_since(self.last_checkpoint) >= self.cfg.checkpoint_interval
+        {
             self.checkpoint();
         }
     }
@@ -312,7 +314,10 @@ impl Tailer {
                 let size = meta.len();
                 // Heads are read lazily: most siblings are old rotations already read in full.
                 let mut head: Option<Vec<u8>> = None;
-                let mut head = || head.get_or_insert_with(|| file::read_head_of(&path)).clone();
+                let mut head = || {
+                    head.get_or_insert_with(|| file::read_head_of(&path))
+                        .clone()
+                };
                 // An inode match counts only with a matching fingerprint (inodes are reused).
                 let by_inode = self
                     .known
@@ -323,9 +328,11 @@ impl Tailer {
                     Some(l) => size > l.offset,
                     None => {
                         meta.modified().is_ok_and(|m| m >= since)
-                            || self.known.iter().filter(|l| size > l.offset).any(|l| {
-                                prefix_match(&l.head, &head(), MIN_CONTENT_MATCH)
-                            })
+                            || self
+                                .known
+                                .iter()
+                                .filter(|l| size > l.offset)
+                                .any(|l| prefix_match(&l.head, &head(), MIN_CONTENT_MATCH))
                     }
                 };
                 if adopt {
@@ -388,16 +395,12 @@ impl Tailer {
         let head = t.head.clone();
         let size = t.size();
         // 1. Same inode and fingerprint as a remembered identity: resume there.
-        if let Some(i) = self
-            .known
-            .iter()
-            .position(|l| {
-                l.dev == dev
-                    && l.ino == ino
-                    && l.offset <= size
-                    && prefix_match(&l.head, &head, l.head.len().min(MIN_CONTENT_MATCH))
-            })
-        {
+        if let Some(i) = self.known.iter().position(|l| {
+            l.dev == dev
+                && l.ino == ino
+                && l.offset <= size
+                && prefix_match(&l.head, &head, l.head.len().min(MIN_CONTENT_MATCH))
+        }) {
             let l = self.known.remove(i);
             t.resume_at(l.offset);
         } else if self

@@ -68,11 +68,29 @@ pub fn plan(rounds: u32) -> Vec<Planned> {
         push("203.0.113.11", Some("jp-01"), 1, "config", 200);
         push("203.0.113.11", Some("jp-01"), 1, "user", 200);
         push("203.0.113.12", Some("jp-02"), 2, "config", 200);
-        push("203.0.113.12", Some("jp-02"), 2, "user", if r % 2 == 0 { 503 } else { 500 });
+        push(
+            "203.0.113.12",
+            Some("jp-02"),
+            2,
+            "user",
+            if r % 2 == 0 { 503 } else { 500 },
+        );
         push("198.51.100.5", Some("us-01"), 3, "config", 200);
-        push("198.51.100.6", Some("us-01"), 3, "alive", if r % 3 == 0 { 404 } else { 200 });
+        push(
+            "198.51.100.6",
+            Some("us-01"),
+            3,
+            "alive",
+            if r % 3 == 0 { 404 } else { 200 },
+        );
         push("2001:db8:1::10", Some("de-01"), 4, "config", 200);
-        push("2001:db8:1::10", Some("de-01"), 4, "push", if r == 0 { 422 } else { 200 });
+        push(
+            "2001:db8:1::10",
+            Some("de-01"),
+            4,
+            "push",
+            if r == 0 { 422 } else { 200 },
+        );
         push("192.0.2.50", None, 5, "config", 200);
     }
     let forged = TestRequest::get(&xrayr("config", 3))
@@ -183,13 +201,20 @@ pub fn spawn_vpslens(
 pub fn drive(stack: &Stack, plan: &[Planned]) -> Result<()> {
     for p in plan {
         let code = send(stack.envoy.listener_addr(), &p.req)?;
-        anyhow::ensure!(code == p.code, "gateway answered {code}, planned {}", p.code);
+        anyhow::ensure!(
+            code == p.code,
+            "gateway answered {code}, planned {}",
+            p.code
+        );
     }
     Ok(())
 }
 
 /// Waits until Prometheus' per-node totals equal `want` (node → requests).
-pub fn wait_node_totals(prom: &Prometheus, want: &BTreeMap<String, u64>) -> Result<BTreeMap<String, u64>> {
+pub fn wait_node_totals(
+    prom: &Prometheus,
+    want: &BTreeMap<String, u64>,
+) -> Result<BTreeMap<String, u64>> {
     let samples = prom.wait_for(
         "sum by (node) (vpslens_node_requests_total)",
         |s| {
@@ -206,7 +231,8 @@ pub fn wait_node_totals(prom: &Prometheus, want: &BTreeMap<String, u64>) -> Resu
         .iter()
         .map(|x| (x.label("node").unwrap_or("").to_owned(), x.value as u64))
         .collect();
-    samples.with_context(|| format!("per-node totals never matched: want {want:?}, got {got:?}"))?;
+    samples
+        .with_context(|| format!("per-node totals never matched: want {want:?}, got {got:?}"))?;
     Ok(got)
 }
 

