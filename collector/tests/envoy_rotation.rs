@@ -87,7 +87,7 @@ fn rotations_and_restarts_under_load_lose_and_double_count_nothing() -> Result<(
         r#"sum by (node) (vpslens_node_requests_total{code="503"})"#,
         "node",
     )?;
-    assert_eq!(errors.values().sum::<f64>(), ((total + 6) / 7) as f64);
+    assert_eq!(errors.values().sum::<f64>(), total.div_ceil(7) as f64);
     let body = stack.vpslens.scrape(stack.listen)?;
     let metric = |name: &str| vpslens_testkit::vpslens::metric_value(&body, name).unwrap_or(0.0);
     assert!(
