@@ -97,8 +97,8 @@ impl Writer {
         self.out.push('\n');
     }
 
-    /// A whole histogram series: cumulative `buckets` over `bounds` (+Inf last), `sum`, `count`.
-    /// `scale` converts stored units to exported ones (e.g. 0.001 for ms → s).
+    /// A whole histogram series: `cumulative` counts for each of `bounds` then `+Inf`, the
+    /// `sum` (in the exported unit) and the count (the last cumulative value).
     pub fn histogram(
         &mut self,
         name: &str,
@@ -108,13 +108,13 @@ impl Writer {
         sum: f64,
     ) {
         let mut le = String::new();
+        let bucket = format!("{name}_bucket");
         for (i, c) in cumulative.iter().enumerate() {
             le.clear();
             match bounds.get(i) {
                 Some(b) => push_float(&mut le, *b),
                 None => le.push_str("+Inf"),
             }
-            let bucket = format!("{name}_bucket");
             self.head(&bucket, labels, Some(&le));
             let _ = writeln!(self.out, " {c}");
         }

@@ -108,6 +108,10 @@ pub struct IstioConfig {
     pub reporters: Vec<String>,
     /// Histograms to emit. Default all three.
     pub histograms: Vec<IstioHistogram>,
+    /// Give histograms `response_code`/`response_flags` labels like Istio does (`true`), or one
+    /// histogram per edge (`false`, default): Kiali's response-time query groups them away, and
+    /// per-code histograms multiply the largest part of the exposition by the codes seen.
+    pub histogram_response_labels: bool,
     /// Also export `kiali_ext_requests_total` (Kiali extension). Default `false`.
     pub kiali_extension: bool,
     /// The `extension` label value, equal to the Kiali CR's `extensions[].name`. Default `vpslens`.
@@ -130,6 +134,7 @@ impl Default for IstioConfig {
                 IstioHistogram::RequestBytes,
                 IstioHistogram::ResponseBytes,
             ],
+            histogram_response_labels: false,
             kiali_extension: false,
             extension_name: "vpslens".into(),
         }
@@ -181,20 +186,30 @@ struct Dest {
     version: String,
 }
 
-/// Request totals and histograms of one (node, destination, code, flags) edge slice.
+/// Request totals and histograms of one edge slice.
 #[derive(Debug, Default, Clone)]
 struct EdgeStats {
-    requests: u64,
     duration: Histogram,
     request_bytes: Histogram,
     response_bytes: Histogram,
 }
 
-/// Views computed under the aggregator lock.
+/// Views computed under the aggregator lock. Keys are small ids; names are looked up in the
+/// side tables at render time, outside the lock.
 #[derive(Debug, Default)]
 pub struct IstioViews {
-    edges: BTreeMap<(String, String, Dest, String, String), EdgeStats>,
+    /// (node id, destination id, code, flags id) → request counts.
+    requests: BTreeMap<(u32, u16, u16, u16), u64>,
+    /// (node id, destination id, code, flags id) → histograms; code and flags are
+    /// [`NO_CODE`] when `histogram_response_labels` is off.
+    histograms: BTreeMap<(u32, u16, u16, u16), EdgeStats>,
+    nodes: Vec<(String, String)>,
+    dests: BTreeMap<u16, Dest>,
+    flags: Vec<String>,
 }
+
+/// Marker for "no response labels" in histogram keys.
+const NO_CODE: u16 = u16::MAX - 1;
 
 fn dest_for(cfg: &IstioConfig, upstream_cluster: &str) -> Dest {
     let unknown = || "unknown".to_owned();
@@ -248,35 +263,43 @@ fn dest_for(cfg: &IstioConfig, upstream_cluster: &str) -> Dest {
     }
 }
 
-/// Groups the aggregator's series into Istio edges.
+/// Groups the aggregator's series into Istio edges (ids only; cheap under the lock).
 pub fn views(agg: &Aggregator, registry: &Registry, cfg: &IstioConfig) -> IstioViews {
     let mut v = IstioViews::default();
     if !cfg.enabled {
         return v;
     }
-    let mut dest_cache: BTreeMap<u16, Dest> = BTreeMap::new();
+    let gateway = cfg.mode == EdgeMode::Gateway;
     for (k, s) in agg.series() {
-        let node = agg.node_name(k.node);
-        let app = registry
-            .index_of(node)
-            .and_then(|i| registry.node(i))
-            .map_or(cfg.default_app.as_str(), |n| n.app(&cfg.default_app))
-            .to_owned();
-        let dest = dest_cache
-            .entry(k.dest)
-            .or_insert_with(|| dest_for(cfg, agg.destinations.get(k.dest)))
-            .clone();
-        let flags = agg.flags.get(k.flags).to_owned();
-        let code = Aggregator::code_label(k.code);
-        let e = v
-            .edges
-            .entry((node.to_owned(), app, dest, code, flags))
-            .or_default();
-        e.requests += s.requests;
+        // In gateway mode every request has the same destination.
+        let dest = if gateway { 0 } else { k.dest };
+        *v.requests.entry((k.node, dest, k.code, k.flags)).or_insert(0) += s.requests;
+        let hk = if cfg.histogram_response_labels {
+            (k.node, dest, k.code, k.flags)
+        } else {
+            (k.node, dest, NO_CODE, NO_CODE)
+        };
+        let e = v.histograms.entry(hk).or_default();
         e.duration.merge(&s.duration_ms);
         e.request_bytes.merge(&s.request_bytes);
         e.response_bytes.merge(&s.response_bytes);
+        if !v.dests.contains_key(&dest) {
+            v.dests.insert(dest, dest_for(cfg, agg.destinations.get(k.dest)));
+        }
     }
+    v.nodes = agg
+        .node_names
+        .iter()
+        .map(|name| {
+            let app = registry
+                .index_of(name)
+                .and_then(|i| registry.node(i))
+                .map_or(cfg.default_app.as_str(), |n| n.app(&cfg.default_app))
+                .to_owned();
+            (name.clone(), app)
+        })
+        .collect();
+    v.flags = agg.flags.values().to_vec();
     v
 }
 
@@ -291,37 +314,51 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
     if !cfg.enabled {
         return;
     }
+    let unknown = Dest {
+        workload: "unknown".into(),
+        namespace: "unknown".into(),
+        service: "unknown".into(),
+        service_name: "unknown".into(),
+        service_namespace: "unknown".into(),
+        canonical_service: "unknown".into(),
+        canonical_revision: "unknown".into(),
+        principal: "unknown".into(),
+        app: "unknown".into(),
+        version: "unknown".into(),
+    };
+    let other = (crate::aggregate::OTHER.to_owned(), cfg.default_app.clone());
+    let node = |id: u32| v.nodes.get(id as usize).unwrap_or(&other);
+    let dest = |id: u16| v.dests.get(&id).unwrap_or(&unknown);
+    let flags = |id: u16| v.flags.get(usize::from(id)).map_or("-", String::as_str);
     let families: [(&str, &str, Option<IstioHistogram>); 4] = [
         (REQUESTS, "Requests (Istio standard metric), synthesized by vpslens from the gateway access log for registered VPS nodes.", None),
         (DURATION, "Request duration in milliseconds (Istio standard metric), synthesized by vpslens.", Some(IstioHistogram::Duration)),
         (REQ_BYTES, "Request body size in bytes (Istio standard metric), synthesized by vpslens.", Some(IstioHistogram::RequestBytes)),
         (RESP_BYTES, "Response body size in bytes (Istio standard metric), synthesized by vpslens.", Some(IstioHistogram::ResponseBytes)),
     ];
+    let mut code_buf = String::new();
     for (name, help, hist) in families {
         if let Some(h) = hist {
             if !cfg.histograms.contains(&h) {
                 continue;
             }
         }
-        w.family(
-            name,
-            help,
-            if hist.is_some() {
-                Kind::Histogram
-            } else {
-                Kind::Counter
-            },
-        );
+        w.family(name, help, if hist.is_some() { Kind::Histogram } else { Kind::Counter });
         for reporter in &cfg.reporters {
-            for ((node, app, dest, code, flags), e) in &v.edges {
-                let security = if reporter == "destination" {
-                    "none"
+            let security = if reporter == "destination" { "none" } else { "unknown" };
+            let mut emit = |w: &mut Writer, key: &(u32, u16, u16, u16), value: Option<u64>, e: Option<&EdgeStats>| {
+                let (node_name, app) = node(key.0);
+                let d = dest(key.1);
+                code_buf.clear();
+                let (code, fl) = if key.2 == NO_CODE {
+                    ("", "")
                 } else {
-                    "unknown"
+                    code_buf.push_str(&Aggregator::code_label(key.2));
+                    (code_buf.as_str(), flags(key.3))
                 };
                 let labels: [(&str, &str); 25] = [
                     ("reporter", reporter),
-                    ("source_workload", node),
+                    ("source_workload", node_name),
                     ("source_workload_namespace", &cfg.source_namespace),
                     ("source_principal", "unknown"),
                     ("source_app", app),
@@ -329,29 +366,29 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
                     ("source_canonical_service", app),
                     ("source_canonical_revision", &cfg.source_canonical_revision),
                     ("source_cluster", &cfg.cluster),
-                    ("destination_workload", &dest.workload),
-                    ("destination_workload_namespace", &dest.namespace),
-                    ("destination_principal", &dest.principal),
-                    ("destination_app", &dest.app),
-                    ("destination_version", &dest.version),
-                    ("destination_service", &dest.service),
-                    ("destination_service_name", &dest.service_name),
-                    ("destination_service_namespace", &dest.service_namespace),
-                    ("destination_canonical_service", &dest.canonical_service),
-                    ("destination_canonical_revision", &dest.canonical_revision),
+                    ("destination_workload", &d.workload),
+                    ("destination_workload_namespace", &d.namespace),
+                    ("destination_principal", &d.principal),
+                    ("destination_app", &d.app),
+                    ("destination_version", &d.version),
+                    ("destination_service", &d.service),
+                    ("destination_service_name", &d.service_name),
+                    ("destination_service_namespace", &d.service_namespace),
+                    ("destination_canonical_service", &d.canonical_service),
+                    ("destination_canonical_revision", &d.canonical_revision),
                     ("destination_cluster", &cfg.cluster),
                     ("request_protocol", "http"),
                     ("response_code", code),
                     ("grpc_response_status", ""),
-                    ("response_flags", flags),
+                    ("response_flags", fl),
                     ("connection_security_policy", security),
                 ];
                 // An empty value equals an absent label; drop it rather than print `=""`.
                 let labels: Vec<(&str, &str)> =
                     labels.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-                match hist {
-                    None => w.sample_u64(name, &labels, e.requests),
-                    Some(which) => {
+                match (value, e, hist) {
+                    (Some(n), _, None) => w.sample_u64(name, &labels, n),
+                    (_, Some(e), Some(which)) => {
                         let h = match which {
                             IstioHistogram::Duration => &e.duration,
                             IstioHistogram::RequestBytes => &e.request_bytes,
@@ -361,6 +398,16 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
                         let sum = h.sum as f64;
                         w.histogram(name, &labels, &ENVOY_BUCKETS, &h.cumulative(), sum);
                     }
+                    _ => {}
+                }
+            };
+            if hist.is_none() {
+                for (k, n) in &v.requests {
+                    emit(w, k, Some(*n), None);
+                }
+            } else {
+                for (k, e) in &v.histograms {
+                    emit(w, k, None, Some(e));
                 }
             }
         }
@@ -371,26 +418,30 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
             "Requests per VPS node edge for Kiali's extension appender (kiali_ext_requests_total).",
             Kind::Counter,
         );
-        for ((node, _app, dest, code, flags), e) in &v.edges {
-            let flags = if flags == "-" { "" } else { flags.as_str() };
+        for (k, n) in &v.requests {
+            let (node_name, _) = node(k.0);
+            let d = dest(k.1);
+            let code = Aggregator::code_label(k.2);
+            let fl = flags(k.3);
+            let fl = if fl == "-" { "" } else { fl };
             let labels: Vec<(&str, &str)> = [
                 ("extension", cfg.extension_name.as_str()),
                 ("source_cluster", &cfg.cluster),
                 ("source_namespace", &cfg.source_namespace),
-                ("source_name", node),
+                ("source_name", node_name),
                 ("source_is_root", "false"),
                 ("dest_cluster", &cfg.cluster),
-                ("dest_namespace", &dest.service_namespace),
-                ("dest_name", &dest.service_name),
-                ("flags", flags),
+                ("dest_namespace", &d.service_namespace),
+                ("dest_name", &d.service_name),
+                ("flags", fl),
                 ("protocol", "http"),
                 ("secure", "false"),
-                ("status_code", code),
+                ("status_code", &code),
             ]
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
             .collect();
-            w.sample_u64(KIALI_EXT, &labels, e.requests);
+            w.sample_u64(KIALI_EXT, &labels, *n);
         }
     }
 }
