@@ -38,7 +38,9 @@ fn shared(nodes: u32) -> Arc<Shared> {
 }
 
 fn benches(c: &mut Criterion) {
-    let lines: Vec<String> = (0..4096).map(|i| vpslens_benches::line(i, 3000, 20)).collect();
+    let lines: Vec<String> = (0..4096)
+        .map(|i| vpslens_benches::line(i, 3000, 20))
+        .collect();
     let bytes: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
 
     let mut g = c.benchmark_group("parse");
@@ -86,7 +88,9 @@ fn benches(c: &mut Criterion) {
     // Export over a populated aggregator: 100k lines from 3000 nodes.
     let s = shared(3000);
     let mut p = LineProcessor::new(s.clone());
-    let many: Vec<String> = (0..100_000).map(|i| vpslens_benches::line(i, 3000, 20)).collect();
+    let many: Vec<String> = (0..100_000)
+        .map(|i| vpslens_benches::line(i, 3000, 20))
+        .collect();
     let batch: Vec<Line<'_>> = many
         .iter()
         .map(|l| Line::Text(std::borrow::Cow::Borrowed(l.as_bytes())))

@@ -23,6 +23,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(ready))
         .route("/api/nodes", get(nodes))
         .with_state(shared)
+        // Prometheus asks for gzip; exposition text compresses ~20-50×.
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 async fn metrics_handler(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {

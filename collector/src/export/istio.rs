@@ -273,7 +273,9 @@ pub fn views(agg: &Aggregator, registry: &Registry, cfg: &IstioConfig) -> IstioV
     for (k, s) in agg.series() {
         // In gateway mode every request has the same destination.
         let dest = if gateway { 0 } else { k.dest };
-        *v.requests.entry((k.node, dest, k.code, k.flags)).or_insert(0) += s.requests;
+        *v.requests
+            .entry((k.node, dest, k.code, k.flags))
+            .or_insert(0) += s.requests;
         let hk = if cfg.histogram_response_labels {
             (k.node, dest, k.code, k.flags)
         } else {
@@ -284,7 +286,8 @@ pub fn views(agg: &Aggregator, registry: &Registry, cfg: &IstioConfig) -> IstioV
         e.request_bytes.merge(&s.request_bytes);
         e.response_bytes.merge(&s.response_bytes);
         if !v.dests.contains_key(&dest) {
-            v.dests.insert(dest, dest_for(cfg, agg.destinations.get(k.dest)));
+            v.dests
+                .insert(dest, dest_for(cfg, agg.destinations.get(k.dest)));
         }
     }
     v.nodes = agg
@@ -343,10 +346,25 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
                 continue;
             }
         }
-        w.family(name, help, if hist.is_some() { Kind::Histogram } else { Kind::Counter });
+        w.family(
+            name,
+            help,
+            if hist.is_some() {
+                Kind::Histogram
+            } else {
+                Kind::Counter
+            },
+        );
         for reporter in &cfg.reporters {
-            let security = if reporter == "destination" { "none" } else { "unknown" };
-            let mut emit = |w: &mut Writer, key: &(u32, u16, u16, u16), value: Option<u64>, e: Option<&EdgeStats>| {
+            let security = if reporter == "destination" {
+                "none"
+            } else {
+                "unknown"
+            };
+            let mut emit = |w: &mut Writer,
+                            key: &(u32, u16, u16, u16),
+                            value: Option<u64>,
+                            e: Option<&EdgeStats>| {
                 let (node_name, app) = node(key.0);
                 let d = dest(key.1);
                 code_buf.clear();
