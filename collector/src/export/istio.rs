@@ -285,10 +285,9 @@ pub fn views(agg: &Aggregator, registry: &Registry, cfg: &IstioConfig) -> IstioV
         e.duration.merge(&s.duration_ms);
         e.request_bytes.merge(&s.request_bytes);
         e.response_bytes.merge(&s.response_bytes);
-        if !v.dests.contains_key(&dest) {
-            v.dests
-                .insert(dest, dest_for(cfg, agg.destinations.get(k.dest)));
-        }
+        v.dests
+            .entry(dest)
+            .or_insert_with(|| dest_for(cfg, agg.destinations.get(k.dest)));
     }
     v.nodes = agg
         .node_names
