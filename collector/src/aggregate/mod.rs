@@ -531,7 +531,9 @@ mod tests {
         a.record(&e);
         e.flags = Some("DC");
         a.record(&e);
-        assert_eq!(a.flags.overflow, 1);
+        // The cap of 1 was taken by "-" (no flags): both UF and DC overflowed.
+        assert_eq!(a.flags.overflow, 2);
+        assert_eq!(a.flags.values(), ["other", "-"]);
     }
 
     #[test]
