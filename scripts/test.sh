@@ -16,9 +16,10 @@ echo "test.sh: envoy at $VPSLENS_ENVOY"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Doc tests first so the run closes on the main test runner's summary.
+cargo test --workspace --doc --locked
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast
 fi
-cargo test --workspace --doc --locked
