@@ -98,6 +98,8 @@ pub struct LimitsConfig {
     pub response_flags: Option<usize>,
     /// Distinct upstream clusters. Default 16.
     pub destinations: Option<usize>,
+    /// Unregistered addresses tracked for `/api/unregistered`. Default 1000.
+    pub unregistered_top: Option<usize>,
 }
 
 /// Config errors.
@@ -226,6 +228,7 @@ impl Settings {
             codes: l.codes.unwrap_or(d.codes),
             response_flags: l.response_flags.unwrap_or(d.response_flags),
             destinations: l.destinations.unwrap_or(d.destinations),
+            unregistered_top: l.unregistered_top.unwrap_or(d.unregistered_top),
         };
         if limits.codes == 0 || limits.response_flags == 0 || limits.destinations == 0 {
             return Err(ConfigError::Invalid("limits must be at least 1".into()));

@@ -240,6 +240,7 @@ impl LineProcessor {
             bytes_sent: rec.bytes_sent,
             start_time_ms: rec.start_time_ms,
             identity_mismatch,
+            client: if node.is_none() { Some(ip) } else { None },
         })
     }
 }

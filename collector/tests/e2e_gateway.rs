@@ -93,6 +93,12 @@ fn per_node_counts_errors_and_forged_xff_through_envoy_and_prometheus() -> Resul
     let (_, istio) = vpslens_testkit::http::get(&format!("http://{}/metrics/istio", stack.listen))?;
     let (_, nodes) = vpslens_testkit::http::get(&format!("http://{}/api/nodes", stack.listen))?;
     assert!(nodes.contains("\"name\":\"jp-01\""), "{nodes}");
+    // The busiest unregistered client is listed (JSON only, never a label).
+    let (_, top) =
+        vpslens_testkit::http::get(&format!("http://{}/api/unregistered", stack.listen))?;
+    let top: serde_json::Value = serde_json::from_str(&top)?;
+    assert_eq!(top[0]["address"], "192.0.2.50", "{top}");
+    assert_eq!(top[0]["requests"], exp["(unregistered)"].0);
     stack.vpslens.stop_graceful()?;
     let logs = stack.vpslens.output();
     assert!(

@@ -10,14 +10,17 @@
 //! checkpoints store counters and file offsets together (see `source::checkpoint`).
 
 pub mod histogram;
+pub mod topk;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use vpslens_parsers::ParseError;
 
 pub use histogram::{Histogram, ENVOY_BUCKETS};
+pub use topk::{HeavyHitter, TopK};
 
 /// Label value used when a capped label overflows.
 pub const OTHER: &str = "other";
@@ -46,6 +49,8 @@ pub struct Limits {
     pub response_flags: usize,
     /// Distinct upstream clusters (destinations).
     pub destinations: usize,
+    /// Unregistered addresses tracked for `/api/unregistered` (space-saving summary).
+    pub unregistered_top: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +59,7 @@ impl Default for Limits {
             codes: 64,
             response_flags: 32,
             destinations: 16,
+            unregistered_top: 1000,
         }
     }
 }
@@ -221,6 +227,8 @@ pub struct Event<'a> {
     pub start_time_ms: i64,
     /// True when the request's `node_id` contradicts the registry's id for this node.
     pub identity_mismatch: bool,
+    /// The client address, set only for unregistered clients (heavy-hitter tracking).
+    pub client: Option<IpAddr>,
 }
 
 /// All counters. Guarded by one mutex in the daemon; locked once per read batch.
@@ -247,6 +255,8 @@ pub struct Aggregator {
     nodes: FxHashMap<u32, NodeStats>,
     #[serde(with = "as_pairs")]
     unregistered: FxHashMap<UnregisteredKey, u64>,
+    /// Busiest unregistered addresses (never labels).
+    pub unregistered_top: TopK,
     /// `vpslens_lines_total` by [`LineResult`].
     pub lines: [u64; 4],
     /// `vpslens_parse_errors_total` by [`ParseError::index`].
@@ -273,6 +283,7 @@ impl Aggregator {
             series: FxHashMap::default(),
             nodes: FxHashMap::default(),
             unregistered: FxHashMap::default(),
+            unregistered_top: TopK::new(limits.unregistered_top),
             lines: [0; 4],
             parse_errors: [0; ParseError::REASONS.len()],
             client_errors: [0; 3],
@@ -291,6 +302,7 @@ impl Aggregator {
         self.routes.restore(4096);
         self.flags.restore(limits.response_flags);
         self.destinations.restore(limits.destinations);
+        self.unregistered_top.restore();
         self.limits = limits;
         self
     }
@@ -360,6 +372,9 @@ impl Aggregator {
                     code,
                 })
                 .or_insert(0) += 1;
+            if let Some(ip) = ev.client {
+                self.unregistered_top.observe(ip, ev.start_time_ms);
+            }
             return;
         };
         let key = SeriesKey {
@@ -508,6 +523,7 @@ mod tests {
             bytes_sent: 100,
             start_time_ms: 1_000,
             identity_mismatch: false,
+            client: None,
         }
     }
 
@@ -517,6 +533,7 @@ mod tests {
             codes: 2,
             response_flags: 1,
             destinations: 1,
+            unregistered_top: 10,
         });
         let n = a.node_id("jp-01");
         for code in [200, 503, 404, 418] {

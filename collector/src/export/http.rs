@@ -1,4 +1,5 @@
-//! HTTP endpoints: `/metrics`, `/metrics/istio`, `/healthz`, `/readyz`, `/api/nodes`.
+//! HTTP endpoints: `/metrics`, `/metrics/istio`, `/healthz`, `/readyz`, `/api/nodes`,
+//! `/api/unregistered`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/api/nodes", get(nodes))
+        .route("/api/unregistered", get(unregistered))
         .with_state(shared)
         // Prometheus asks for gzip; exposition text compresses ~20-50×.
         .layer(tower_http::compression::CompressionLayer::new())
@@ -57,6 +59,34 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
     }
+}
+
+/// `?limit=N` (default 50, at most 1000).
+#[derive(Debug, serde::Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+/// The busiest clients missing from the registry (space-saving estimates): the list an
+/// operator uses to find VPS nodes that were bought but not registered.
+async fn unregistered(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<Limit>,
+) -> Response {
+    let n = q.limit.unwrap_or(50).min(1000);
+    let top = s.lock().unregistered_top.top(n);
+    let rows: Vec<serde_json::Value> = top
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "address": h.address.to_string(),
+                "requests": h.count,
+                "requests_at_least": h.count - h.error,
+                "last_seen_seconds": h.last_seen_ms as f64 / 1000.0,
+            })
+        })
+        .collect();
+    Json(rows).into_response()
 }
 
 async fn nodes(State(s): State<Arc<Shared>>) -> Response {
