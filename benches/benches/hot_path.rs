@@ -8,10 +8,8 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vpslens::aggregate::Limits;
 use vpslens::export::exposition::Dialect;
-use vpslens::export::istio::IstioConfig;
 use vpslens::export::metrics;
-use vpslens::pipeline::{Line, LineProcessor, PipelineConfig, Shared};
-use vpslens::resolve::reload::RegistryHandle;
+use vpslens::pipeline::{Line, LineProcessor, Shared};
 use vpslens::resolve::Registry;
 use vpslens_parsers::client::{client_address, ClientAddressSource};
 use vpslens_parsers::route::RouteTable;
@@ -25,16 +23,7 @@ fn shared(nodes: u32) -> Arc<Shared> {
         vpslens_benches::registry_yaml(nodes).as_bytes(),
     )
     .unwrap_or_default();
-    Shared::new(
-        PipelineConfig {
-            format: LogFormat::Auto,
-            client: ClientAddressSource::DownstreamRemote,
-            routes: RouteTable::default(),
-            limits: Limits::default(),
-        },
-        IstioConfig::default(),
-        Arc::new(RegistryHandle::fixed(reg)),
-    )
+    Shared::with_registry(reg, Limits::default())
 }
 
 fn benches(c: &mut Criterion) {

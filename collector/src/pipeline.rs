@@ -84,6 +84,21 @@ impl Shared {
         })
     }
 
+    /// Shared state with default parsing (auto format, `downstream_remote_address`, Xboard
+    /// routes) and Istio settings over a fixed registry: for replays of files, tests and benches.
+    pub fn with_registry(registry: Registry, limits: Limits) -> Arc<Shared> {
+        Shared::new(
+            PipelineConfig {
+                format: LogFormat::Auto,
+                client: ClientAddressSource::DownstreamRemote,
+                routes: RouteTable::default(),
+                limits,
+            },
+            crate::export::istio::IstioConfig::default(),
+            Arc::new(RegistryHandle::fixed(registry)),
+        )
+    }
+
     /// Locks the aggregator, recovering from a poisoned lock (a panic elsewhere must not stop
     /// metrics).
     pub fn lock(&self) -> MutexGuard<'_, Aggregator> {

@@ -8,27 +8,15 @@ use std::sync::Arc;
 
 use vpslens::aggregate::Limits;
 use vpslens::export::exposition::Dialect;
-use vpslens::export::istio::IstioConfig;
 use vpslens::export::metrics;
-use vpslens::pipeline::{Line, LineProcessor, PipelineConfig, Shared};
-use vpslens::resolve::reload::RegistryHandle;
+use vpslens::pipeline::{Line, LineProcessor, Shared};
 use vpslens::resolve::Registry;
-use vpslens_parsers::LogFormat;
 
 const REGISTRY: &str = "nodes:\n  - name: jp-01\n    addresses: [203.0.113.11]\n    node_id: 1\n  - name: jp-02\n    addresses: [203.0.113.12]\n    node_id: 2\n";
 
 fn shared(limits: Limits) -> Arc<Shared> {
     let reg = Registry::from_bytes(std::path::Path::new("r.yaml"), REGISTRY.as_bytes()).unwrap();
-    Shared::new(
-        PipelineConfig {
-            format: LogFormat::Auto,
-            client: Default::default(),
-            routes: Default::default(),
-            limits,
-        },
-        IstioConfig::default(),
-        Arc::new(RegistryHandle::fixed(reg)),
-    )
+    Shared::with_registry(reg, limits)
 }
 
 fn line(ip: &str, path: &str, ua: &str, code: u32, flags: &str, cluster: &str) -> String {

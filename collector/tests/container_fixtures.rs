@@ -4,17 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use vpslens::aggregate::Limits;
-use vpslens::export::istio::IstioConfig;
-use vpslens::pipeline::{LineProcessor, PipelineConfig, Shared};
-use vpslens::resolve::reload::RegistryHandle;
+use vpslens::pipeline::{LineProcessor, Shared};
 use vpslens::resolve::Registry;
 use vpslens::source::{FramingMode, ReadFrom, TailConfig, Tailer};
 use vpslens_parsers::container::{self, Assembled, Reassembler, Stream};
-use vpslens_parsers::LogFormat;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
@@ -74,16 +70,7 @@ fn docker_json_file_chunks_reassemble_into_the_original_json_lines() {
 
 fn replay(path: &Path) -> (std::collections::BTreeMap<String, u64>, [u64; 4]) {
     let reg = Registry::load(&fixtures().join("registry.yaml")).unwrap();
-    let shared = Shared::new(
-        PipelineConfig {
-            format: LogFormat::Auto,
-            client: vpslens_parsers::client::ClientAddressSource::DownstreamRemote,
-            routes: Default::default(),
-            limits: Limits::default(),
-        },
-        IstioConfig::default(),
-        Arc::new(RegistryHandle::fixed(reg)),
-    );
+    let shared = Shared::with_registry(reg, Limits::default());
     let cfg = TailConfig {
         patterns: vec![path.display().to_string()],
         read_from: ReadFrom::Beginning,

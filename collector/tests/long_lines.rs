@@ -3,16 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use vpslens::aggregate::Limits;
-use vpslens::export::istio::IstioConfig;
-use vpslens::pipeline::{LineProcessor, PipelineConfig, Shared};
-use vpslens::resolve::reload::RegistryHandle;
+use vpslens::pipeline::{LineProcessor, Shared};
 use vpslens::resolve::{NodeSpec, Registry};
 use vpslens::source::{FramingMode, ReadFrom, TailConfig, Tailer};
-use vpslens_parsers::LogFormat;
 
 const LINE: &str = r#"{"start_time":"2026-11-23T05:38:15.940Z","response_code":200,"duration":3,"downstream_remote_address":"10.0.0.1:4000"}"#;
 
@@ -27,16 +23,7 @@ fn long_line_is_skipped_counted_and_does_not_stop_the_file() {
         labels: Default::default(),
     }])
     .unwrap();
-    let shared = Shared::new(
-        PipelineConfig {
-            format: LogFormat::Auto,
-            client: Default::default(),
-            routes: Default::default(),
-            limits: Limits::default(),
-        },
-        IstioConfig::default(),
-        Arc::new(RegistryHandle::fixed(reg)),
-    );
+    let shared = Shared::with_registry(reg, Limits::default());
     std::fs::write(&path, "").unwrap();
     let cfg = TailConfig {
         patterns: vec![path.display().to_string()],

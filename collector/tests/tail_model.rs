@@ -6,19 +6,13 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use vpslens::aggregate::Limits;
-use vpslens::export::istio::IstioConfig;
-use vpslens::pipeline::{LineProcessor, PipelineConfig, Shared};
-use vpslens::resolve::reload::RegistryHandle;
+use vpslens::pipeline::{LineProcessor, Shared};
 use vpslens::resolve::{NodeSpec, Registry};
 use vpslens::source::{FramingMode, ReadFrom, TailConfig, Tailer};
-use vpslens_parsers::client::ClientAddressSource;
-use vpslens_parsers::route::RouteTable;
-use vpslens_parsers::LogFormat;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -169,28 +163,18 @@ struct Collector {
     tailer: Tailer,
 }
 
-fn registry() -> Arc<RegistryHandle> {
-    let reg = Registry::build(vec![NodeSpec {
+fn registry() -> Registry {
+    Registry::build(vec![NodeSpec {
         name: "n1".into(),
         addresses: vec!["10.0.0.1".into()],
         node_id: Some(1),
         labels: Default::default(),
     }])
-    .unwrap();
-    Arc::new(RegistryHandle::fixed(reg))
+    .unwrap()
 }
 
 fn start(world: &World, state: &Path) -> Collector {
-    let shared = Shared::new(
-        PipelineConfig {
-            format: LogFormat::Auto,
-            client: ClientAddressSource::DownstreamRemote,
-            routes: RouteTable::default(),
-            limits: Limits::default(),
-        },
-        IstioConfig::default(),
-        registry(),
-    );
+    let shared = Shared::with_registry(registry(), Limits::default());
     let cfg = TailConfig {
         patterns: vec![if world.glob {
             format!("{}*", world.live.display())

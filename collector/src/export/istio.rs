@@ -186,6 +186,25 @@ struct Dest {
     version: String,
 }
 
+impl Dest {
+    /// Istio's "unknown" destination (no upstream cluster, or not an Istio cluster name).
+    fn unknown() -> Dest {
+        let u = || "unknown".to_owned();
+        Dest {
+            workload: u(),
+            namespace: u(),
+            service: u(),
+            service_name: u(),
+            service_namespace: u(),
+            canonical_service: u(),
+            canonical_revision: u(),
+            principal: u(),
+            app: u(),
+            version: u(),
+        }
+    }
+}
+
 /// Request totals and histograms of one edge slice.
 #[derive(Debug, Default, Clone)]
 struct EdgeStats {
@@ -247,18 +266,7 @@ fn dest_for(cfg: &IstioConfig, upstream_cluster: &str) -> Dest {
                     version: unknown(),
                 }
             }
-            None => Dest {
-                workload: unknown(),
-                namespace: unknown(),
-                service: unknown(),
-                service_name: unknown(),
-                service_namespace: unknown(),
-                canonical_service: unknown(),
-                canonical_revision: unknown(),
-                principal: unknown(),
-                app: unknown(),
-                version: unknown(),
-            },
+            None => Dest::unknown(),
         },
     }
 }
@@ -316,18 +324,7 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
     if !cfg.enabled {
         return;
     }
-    let unknown = Dest {
-        workload: "unknown".into(),
-        namespace: "unknown".into(),
-        service: "unknown".into(),
-        service_name: "unknown".into(),
-        service_namespace: "unknown".into(),
-        canonical_service: "unknown".into(),
-        canonical_revision: "unknown".into(),
-        principal: "unknown".into(),
-        app: "unknown".into(),
-        version: "unknown".into(),
-    };
+    let unknown = Dest::unknown();
     let other = (crate::aggregate::OTHER.to_owned(), cfg.default_app.clone());
     let node = |id: u32| v.nodes.get(id as usize).unwrap_or(&other);
     let dest = |id: u16| v.dests.get(&id).unwrap_or(&unknown);
