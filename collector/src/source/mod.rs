@@ -10,7 +10,9 @@
 //!   `rotate_wait` after it stops growing); the new file at the path is read from offset 0.
 //! - Truncation (size < offset) and rewrite (fingerprint changed, e.g. copytruncate followed by
 //!   new writes): restart at 0 and count it. The old identity is retired with its offset, so a
-//!   copy (`access.log.1` from copytruncate) that matches the glob resumes where reading stopped.
+//!   copy (`access.log.1` from copytruncate) resumes where reading stopped.
+//! - Rotated siblings (`<followed name>.…`, `<followed name>-…`) are drained even when the
+//!   patterns do not cover them: see [`Tailer::poll`] → `scan_siblings`.
 //! - A file whose fingerprint equals a *live* file's is a copy in progress: it is not read until
 //!   the original is truncated or gone.
 //! - Deletion: what is open is drained, then dropped.
