@@ -266,38 +266,13 @@ fn promtool_parses_every_query() {
     );
 }
 
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-/// `$VPSLENS_PROMTOOL`, else `/usr/bin/promtool`, else `promtool` on `PATH`.
+/// A Prometheus tool found the way the test harness finds every external program
+/// (`$VPSLENS_<NAME>`, Debian's path, `PATH`); fails with an install hint, never skips.
 fn tool(name: &str) -> PathBuf {
-    let var = format!("VPSLENS_{}", name.to_uppercase());
-    if let Some(v) = std::env::var_os(&var).filter(|v| !v.is_empty()) {
-        let p = PathBuf::from(v);
-        assert!(
-            is_executable(&p),
-            "${var} = {} is not an executable file",
-            p.display()
-        );
-        return p;
-    }
-    let usr_bin = Path::new("/usr/bin").join(name);
-    if is_executable(&usr_bin) {
-        return usr_bin;
-    }
-    if let Some(p) = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(name))
-            .find(|p| is_executable(p))
-    }) {
-        return p;
-    }
-    panic!(
-        "`{name}` not found (checked ${var}, /usr/bin/{name}, PATH). It comes with Debian's \
-         `prometheus` package: run `scripts/install-deps.sh` as root."
-    );
+    let found = match name {
+        "promtool" => vpslens_testkit::bins::promtool(),
+        "amtool" => vpslens_testkit::bins::amtool(),
+        other => panic!("unknown tool {other}"),
+    };
+    found.unwrap_or_else(|e| panic!("{e:#} — run scripts/install-deps.sh as root"))
 }
