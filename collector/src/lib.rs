@@ -17,6 +17,13 @@ pub mod source;
 
 use thiserror::Error;
 
+/// Unix time in whole seconds (0 if the clock is before 1970).
+pub fn unix_now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Top-level errors, printed by `main` with exit code 2 (usage) or 1.
 #[derive(Debug, Error)]
 pub enum Error {

@@ -248,8 +248,8 @@ impl LineProcessor {
             route,
             method: method_index(rec.method.as_deref()),
             code: rec.response_code,
-            flags: borrow_or_drop(rec.response_flags),
-            upstream_cluster: borrow_or_drop(rec.upstream_cluster),
+            flags: rec.response_flags,
+            upstream_cluster: rec.upstream_cluster,
             duration_ms: rec.duration_ms,
             bytes_received: rec.bytes_received,
             bytes_sent: rec.bytes_sent,
@@ -260,30 +260,12 @@ impl LineProcessor {
     }
 }
 
-/// Keeps a borrowed value; an owned one (a JSON string with escapes — never the case for the
-/// Envoy-generated `response_flags` and cluster names) is mapped to a fixed placeholder that
-/// interns as a bounded value.
-fn borrow_or_drop(v: Option<Cow<'_, str>>) -> Option<&str> {
-    match v {
-        None => None,
-        Some(Cow::Borrowed(s)) => Some(s),
-        Some(Cow::Owned(_)) => Some("escaped"),
-    }
-}
-
 fn client_reason_index(e: ClientAddressError) -> usize {
     match e {
         ClientAddressError::Missing => 0,
         ClientAddressError::Invalid => 1,
         ClientAddressError::TooFewHops => 2,
     }
-}
-
-/// Unix seconds now.
-pub fn now_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Records `n` bytes read.

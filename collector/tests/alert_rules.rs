@@ -34,7 +34,7 @@ fn alerts_dir() -> PathBuf {
 
 /// Runs `tool args…` in `dir` and returns stdout; panics with the full output on failure.
 fn run(name: &str, args: &[&str], dir: &Path) -> String {
-    let bin = tool(name);
+    let bin = vpslens_testkit::bins::require(name);
     let out = Command::new(&bin)
         .args(args)
         .current_dir(dir)
@@ -164,15 +164,4 @@ fn every_alert_is_unit_tested_both_ways() {
             "no unit test expects {name} to stay silent"
         );
     }
-}
-
-/// A Prometheus tool found the way the test harness finds every external program
-/// (`$VPSLENS_<NAME>`, Debian's path, `PATH`); fails with an install hint, never skips.
-fn tool(name: &str) -> PathBuf {
-    let found = match name {
-        "promtool" => vpslens_testkit::bins::promtool(),
-        "amtool" => vpslens_testkit::bins::amtool(),
-        other => panic!("unknown tool {other}"),
-    };
-    found.unwrap_or_else(|e| panic!("{e:#} — run scripts/install-deps.sh as root"))
 }

@@ -251,7 +251,7 @@ fn promtool_parses_every_query() {
     let path = dir.join("queries.rules.yaml");
     std::fs::write(&path, serde_json::to_string_pretty(&file).unwrap()).unwrap();
 
-    let promtool = tool("promtool");
+    let promtool = vpslens_testkit::bins::require("promtool");
     let out = Command::new(&promtool)
         .args(["check", "rules"])
         .arg(&path)
@@ -264,15 +264,4 @@ fn promtool_parses_every_query() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A Prometheus tool found the way the test harness finds every external program
-/// (`$VPSLENS_<NAME>`, Debian's path, `PATH`); fails with an install hint, never skips.
-fn tool(name: &str) -> PathBuf {
-    let found = match name {
-        "promtool" => vpslens_testkit::bins::promtool(),
-        "amtool" => vpslens_testkit::bins::amtool(),
-        other => panic!("unknown tool {other}"),
-    };
-    found.unwrap_or_else(|e| panic!("{e:#} — run scripts/install-deps.sh as root"))
 }

@@ -130,3 +130,15 @@ pub fn amtool() -> Result<PathBuf> {
 pub fn mtail() -> Result<PathBuf> {
     find("VPSLENS_MTAIL", &["/usr/bin/mtail"], &["mtail"], "mtail")
 }
+
+/// A Prometheus tool (`promtool`, `amtool`) found like the functions above; panics with an
+/// install hint, for test helpers that must fail rather than skip.
+pub fn require(name: &str) -> PathBuf {
+    let found = match name {
+        "promtool" => promtool(),
+        "amtool" => amtool(),
+        "mtail" => mtail(),
+        other => Err(anyhow::anyhow!("unknown tool {other}")),
+    };
+    found.unwrap_or_else(|e| panic!("{e:#} — run scripts/install-deps.sh as root"))
+}

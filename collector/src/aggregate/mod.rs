@@ -12,6 +12,7 @@
 pub mod histogram;
 pub mod topk;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -201,9 +202,10 @@ pub const LINE_RESULTS: [&str; 4] = ["ok", "malformed", "no_client", "too_long"]
 /// Client-address failure reasons, in `ClientAddressError::reason` order.
 pub const CLIENT_REASONS: [&str; 3] = ["client_missing", "client_invalid", "xff_too_few_hops"];
 
-/// One attributed request, produced by the parse+resolve stages. Borrowed strings point into
-/// the current read buffer and are only interned (bounded) here.
-#[derive(Debug, Clone, Copy)]
+/// One attributed request, produced by the parse+resolve stages. Strings borrow from the
+/// current read buffer (owned only when JSON escapes forced a copy) and are only interned
+/// (bounded) here.
+#[derive(Debug, Clone)]
 pub struct Event<'a> {
     /// Node name id, or `None` for an unregistered client.
     pub node: Option<u32>,
@@ -214,9 +216,9 @@ pub struct Event<'a> {
     /// HTTP status (0 = none).
     pub code: u16,
     /// `%RESPONSE_FLAGS%` (`None` = `-`).
-    pub flags: Option<&'a str>,
+    pub flags: Option<Cow<'a, str>>,
     /// `%UPSTREAM_CLUSTER_RAW%`.
-    pub upstream_cluster: Option<&'a str>,
+    pub upstream_cluster: Option<Cow<'a, str>>,
     /// `%DURATION%` ms.
     pub duration_ms: Option<u64>,
     /// `%BYTES_RECEIVED%`.
@@ -382,8 +384,10 @@ impl Aggregator {
             route: ev.route,
             method: ev.method,
             code,
-            flags: self.flags.intern(ev.flags.unwrap_or("-")),
-            dest: self.destinations.intern(ev.upstream_cluster.unwrap_or("-")),
+            flags: self.flags.intern(ev.flags.as_deref().unwrap_or("-")),
+            dest: self
+                .destinations
+                .intern(ev.upstream_cluster.as_deref().unwrap_or("-")),
         };
         let s = self.series.entry(key).or_default();
         s.requests += 1;
@@ -517,7 +521,7 @@ mod tests {
             method: 0,
             code,
             flags: None,
-            upstream_cluster: Some("outbound|80||xboard.airport-prod.svc.cluster.local"),
+            upstream_cluster: Some("outbound|80||xboard.airport-prod.svc.cluster.local".into()),
             duration_ms: Some(12),
             bytes_received: 10,
             bytes_sent: 100,
@@ -544,9 +548,9 @@ mod tests {
         assert_eq!(codes, vec![200, 503, CODE_OTHER]);
         assert_eq!(a.code_overflow, 2);
         let mut e = ev(Some(n), 200);
-        e.flags = Some("UF");
+        e.flags = Some("UF".into());
         a.record(&e);
-        e.flags = Some("DC");
+        e.flags = Some("DC".into());
         a.record(&e);
         // The cap of 1 was taken by "-" (no flags): both UF and DC overflowed.
         assert_eq!(a.flags.overflow, 2);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::cli::RunArgs;
 use crate::export::http;
-use crate::pipeline::{now_seconds, LineProcessor, Shared};
+use crate::pipeline::{LineProcessor, Shared};
 use crate::resolve::reload::{spawn_watcher, RegistryHandle};
 use crate::source::{TailHandle, Tailer};
 use crate::Error;
@@ -66,7 +66,7 @@ async fn sweep_loop(shared: Arc<Shared>, grace: u64) {
         let registered = |n: &str| registry.index_of(n).is_some();
         let dropped = shared
             .lock()
-            .sweep_removed(&registered, now_seconds(), grace);
+            .sweep_removed(&registered, crate::unix_now_seconds(), grace);
         if dropped > 0 {
             tracing::info!(dropped, "removed series of nodes no longer in the registry");
         }

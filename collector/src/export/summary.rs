@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::aggregate::{Aggregator, Histogram, CODE_OTHER};
+use crate::aggregate::{Histogram, CODE_OTHER};
 use crate::pipeline::Shared;
 
 /// One node's totals.
@@ -153,9 +153,4 @@ pub fn table(shared: &Shared) -> String {
         lines[0], lines[1], lines[2], lines[3]
     );
     s
-}
-
-/// Requests per node name (test helper, also used by benches).
-pub fn requests_by_node(agg: &Aggregator) -> BTreeMap<String, u64> {
-    agg.requests_by_node()
 }

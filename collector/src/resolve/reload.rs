@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
@@ -61,7 +61,7 @@ impl RegistryHandle {
             reload_success: AtomicU64::new(1),
             reload_failure: AtomicU64::new(0),
             last_successful: AtomicU64::new(1),
-            last_success_seconds: AtomicU64::new(now_seconds()),
+            last_success_seconds: AtomicU64::new(crate::unix_now_seconds()),
             generation: AtomicU64::new(1),
             last_bytes: std::sync::Mutex::new(None),
         }
@@ -116,7 +116,7 @@ impl RegistryHandle {
                 self.reload_success.fetch_add(1, Ordering::Relaxed);
                 self.last_successful.store(1, Ordering::Relaxed);
                 self.last_success_seconds
-                    .store(now_seconds(), Ordering::Relaxed);
+                    .store(crate::unix_now_seconds(), Ordering::Relaxed);
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 tracing::info!(path = %path.display(), "registry reloaded");
                 Ok(())
@@ -167,10 +167,4 @@ fn watch_loop(handle: &RegistryHandle, path: &Path, poll: Duration) {
         while rx.try_recv().is_ok() {}
         let _ = handle.reload_if_changed();
     }
-}
-
-fn now_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

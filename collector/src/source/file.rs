@@ -15,9 +15,11 @@ use crate::pipeline::{add, Line, LineProcessor};
 
 /// The first `FINGERPRINT_BYTES` of the file at `path` (empty on error).
 pub fn read_head_of(path: &Path) -> Vec<u8> {
-    let Ok(f) = File::open(path) else {
-        return Vec::new();
-    };
+    File::open(path).map_or_else(|_| Vec::new(), |f| read_head(&f))
+}
+
+/// The first `FINGERPRINT_BYTES` of an open file (fewer if it is shorter; empty on error).
+fn read_head(f: &File) -> Vec<u8> {
     let mut head = vec![0; FINGERPRINT_BYTES];
     let mut n = 0;
     while n < head.len() {
@@ -95,16 +97,7 @@ impl Tracked {
     }
 
     fn read_head(&self) -> Vec<u8> {
-        let mut head = vec![0; FINGERPRINT_BYTES];
-        let mut n = 0;
-        while n < head.len() {
-            match self.file.read_at(&mut head[n..], n as u64) {
-                Ok(0) | Err(_) => break,
-                Ok(k) => n += k,
-            }
-        }
-        head.truncate(n);
-        head
+        read_head(&self.file)
     }
 
     /// Positions reading at `offset` (a line boundary from a checkpoint or lineage).
@@ -154,14 +147,14 @@ impl Tracked {
 
     /// The checkpoint record of this file. Kept even for an empty file: its path tells a
     /// restarted collector which directory to search for files rotated while it was down.
-    pub fn lineage(&self) -> Option<Lineage> {
-        Some(Lineage {
+    pub fn lineage(&self) -> Lineage {
+        Lineage {
             path: self.path.clone(),
             dev: self.dev,
             ino: self.ino,
             head: self.head.clone(),
             offset: self.committed,
-        })
+        }
     }
 
     /// Detects truncation (size < read offset) or rewrite (fingerprint changed). On detection
@@ -181,7 +174,7 @@ impl Tracked {
         self.seek(0);
         self.framing = None;
         self.head = head_now;
-        old
+        Some(old)
     }
 
     /// Reads everything available and processes it in batches.
@@ -338,21 +331,14 @@ impl Tracked {
     }
 }
 
-/// Forces framing for a mode (called once after open).
-pub fn forced_framing(mode: FramingMode) -> Option<Framing> {
-    match mode {
-        FramingMode::Auto => None,
-        FramingMode::Raw => Some(Framing::Raw),
-        FramingMode::Cri => Some(Framing::Cri),
-        FramingMode::Docker => Some(Framing::DockerJson),
-    }
-}
-
 impl Tracked {
-    /// Applies a configured framing.
+    /// Applies a configured framing (`auto` keeps per-file detection).
     pub fn set_framing(&mut self, mode: FramingMode) {
-        if let Some(f) = forced_framing(mode) {
-            self.framing = Some(f);
+        match mode {
+            FramingMode::Auto => {}
+            FramingMode::Raw => self.framing = Some(Framing::Raw),
+            FramingMode::Cri => self.framing = Some(Framing::Cri),
+            FramingMode::Docker => self.framing = Some(Framing::DockerJson),
         }
     }
 }

@@ -237,7 +237,7 @@ impl Tailer {
             return;
         };
         self.last_checkpoint = Instant::now();
-        let mut files: Vec<Lineage> = self.files.iter().filter_map(Tracked::lineage).collect();
+        let mut files: Vec<Lineage> = self.files.iter().map(Tracked::lineage).collect();
         files.extend(self.known.iter().cloned());
         let shared = self.processor.shared().clone();
         let aggregator = shared.lock().clone();
@@ -315,17 +315,14 @@ impl Tailer {
                 }
                 let size = meta.len();
                 // Heads are read lazily: most siblings are old rotations already read in full.
-                let mut head: Option<Vec<u8>> = None;
-                let mut head = || {
-                    head.get_or_insert_with(|| file::read_head_of(&path))
-                        .clone()
-                };
+                let head = std::cell::OnceCell::new();
+                let head = || head.get_or_init(|| file::read_head_of(&path)).as_slice();
                 // An inode match counts only with a matching fingerprint (inodes are reused).
                 let by_inode = self
                     .known
                     .iter()
                     .filter(|l| l.dev == dev && l.ino == ino)
-                    .find(|l| prefix_match(&l.head, &head(), l.head.len().min(MIN_CONTENT_MATCH)));
+                    .find(|l| prefix_match(&l.head, head(), l.head.len().min(MIN_CONTENT_MATCH)));
                 let adopt = match by_inode {
                     Some(l) => size > l.offset,
                     None => {
@@ -334,7 +331,7 @@ impl Tailer {
                                 .known
                                 .iter()
                                 .filter(|l| size > l.offset)
-                                .any(|l| prefix_match(&l.head, &head(), MIN_CONTENT_MATCH))
+                                .any(|l| prefix_match(&l.head, head(), MIN_CONTENT_MATCH))
                     }
                 };
                 if adopt {
@@ -443,9 +440,7 @@ impl Tailer {
             if !f.found && f.at_eof && now.duration_since(f.last_growth) >= wait && !f.pending() {
                 let f = self.files.swap_remove(i);
                 tracing::debug!(path = %f.path.display(), "dropping file that left the patterns");
-                if let Some(l) = f.lineage() {
-                    remember(&mut self.known, l);
-                }
+                remember(&mut self.known, f.lineage());
             } else {
                 i += 1;
             }
