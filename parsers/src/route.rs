@@ -6,6 +6,7 @@
 //! - `node_id` (a number) and `node_type` (from a fixed list) are extracted as values, never text;
 //! - the `token` value is never looked at, copied or returned.
 
+use rustc_hash::FxHashMap as HashMap;
 use thiserror::Error;
 
 /// Label value for paths that match no template (and for a missing path).
@@ -129,6 +130,10 @@ impl NodeType {
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     templates: Vec<Template>,
+    /// Wildcard-free templates by their exact path → index (the first such template wins).
+    exact: HashMap<String, u16>,
+    /// Indexes of templates with `*` or `**`, in order.
+    wild: Vec<u16>,
 }
 
 impl Default for RouteTable {
@@ -136,6 +141,8 @@ impl Default for RouteTable {
         // The defaults are valid templates; parsing them cannot fail.
         RouteTable::new(DEFAULT_TEMPLATES.iter().copied()).unwrap_or(RouteTable {
             templates: Vec::new(),
+            exact: HashMap::default(),
+            wild: Vec::new(),
         })
     }
 }
@@ -172,7 +179,21 @@ impl RouteTable {
         if out.len() >= usize::from(u16::MAX) {
             return Err(RouteError::TooMany);
         }
-        Ok(RouteTable { templates: out })
+        let mut exact = HashMap::default();
+        let mut wild = Vec::new();
+        for (i, t) in out.iter().enumerate() {
+            let i = u16::try_from(i).map_err(|_| RouteError::TooMany)?;
+            if t.segments.iter().all(|s| matches!(s, Segment::Literal(_))) {
+                exact.entry(t.label.clone()).or_insert(i);
+            } else {
+                wild.push(i);
+            }
+        }
+        Ok(RouteTable {
+            templates: out,
+            exact,
+            wild,
+        })
     }
 
     /// Number of templates (the label set has one more value: `other`).
@@ -207,18 +228,82 @@ impl RouteTable {
             Some((p, q)) => (p, Some(q)),
             None => (path, None),
         };
-        let route = self
-            .templates
-            .iter()
-            .position(|t| matches(&t.segments, path_only))
-            .and_then(|i| u16::try_from(i).ok())
-            .map_or(RouteId::OTHER, RouteId);
+        // A wildcard-free template matches exactly its own text: one hash lookup. A wildcard
+        // template listed before that hit (or any, without a hit) still gets its turn, so the
+        // first matching template wins as documented.
+        let exact = self.exact.get(path_only).copied();
+        let before = |w: &&u16| exact.is_none_or(|e| **w < e);
+        let wild = match split_segments(path_only) {
+            Some((parts, n)) => self
+                .wild
+                .iter()
+                .take_while(before)
+                .find(|&&w| self.matches_at(w, |segs| matches_split(segs, &parts[..n]))),
+            None => self
+                .wild
+                .iter()
+                .take_while(before)
+                .find(|&&w| self.matches_at(w, |segs| matches(segs, path_only))),
+        };
+        let route = wild.copied().or(exact).map_or(RouteId::OTHER, RouteId);
         let (node_id, node_type) = query.map_or((None, None), identity_params);
         RequestTarget {
             route,
             node_id,
             node_type,
         }
+    }
+}
+
+/// Most segments a path is pre-split into; longer paths take the slower [`matches`].
+const MAX_SPLIT: usize = 12;
+
+/// The `/`-separated segments of an absolute path, or `None` when it is not absolute or has
+/// more than [`MAX_SPLIT`] segments.
+#[inline]
+fn split_segments(path: &str) -> Option<([&str; MAX_SPLIT], usize)> {
+    let rest = path.strip_prefix('/')?;
+    let mut parts = [""; MAX_SPLIT];
+    let mut n = 0;
+    let mut start = 0;
+    // A byte loop: paths are short, and `str::split` costs a searcher per segment.
+    for (i, b) in rest.bytes().enumerate() {
+        if b == b'/' {
+            *parts.get_mut(n)? = rest.get(start..i)?;
+            n += 1;
+            start = i + 1;
+        }
+    }
+    *parts.get_mut(n)? = rest.get(start..)?;
+    Some((parts, n + 1))
+}
+
+/// [`matches`] over a pre-split path.
+#[inline]
+fn matches_split(segments: &[Segment], parts: &[&str]) -> bool {
+    let mut parts = parts.iter();
+    for seg in segments {
+        match seg {
+            Segment::Rest => return true,
+            Segment::Any => match parts.next() {
+                Some(p) if !p.is_empty() => {}
+                _ => return false,
+            },
+            Segment::Literal(l) => {
+                if parts.next().copied() != Some(l.as_str()) {
+                    return false;
+                }
+            }
+        }
+    }
+    parts.next().is_none()
+}
+
+impl RouteTable {
+    fn matches_at(&self, i: u16, f: impl Fn(&[Segment]) -> bool) -> bool {
+        self.templates
+            .get(usize::from(i))
+            .is_some_and(|t| f(&t.segments))
     }
 }
 
@@ -280,6 +365,55 @@ fn identity_params(query: &str) -> (Option<u32>, Option<NodeType>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The documented rule, written plainly: the first template (in order) whose segments match.
+    fn first_match_reference(t: &RouteTable, path: &str) -> RouteId {
+        let path_only = path.split_once('?').map_or(path, |(p, _)| p);
+        t.templates
+            .iter()
+            .position(|tpl| matches(&tpl.segments, path_only))
+            .and_then(|i| u16::try_from(i).ok())
+            .map_or(RouteId::OTHER, RouteId)
+    }
+
+    #[test]
+    fn exact_map_and_wildcards_keep_first_match_order() {
+        let segs = ["a", "b", "", "*", "**", "api"];
+        let tables = [
+            vec!["/a/*", "/a/b"],
+            vec!["/a/b", "/a/*"],
+            vec!["/a/b", "/a/b", "/**"],
+            vec!["/**", "/a/b"],
+            vec!["/a/b/**", "/a/b", "/*/b", "/a"],
+        ];
+        // Every path of up to 4 segments over a small alphabet, some with 13+ segments.
+        let mut paths = vec![String::new(), "/".to_owned(), "a".to_owned()];
+        for n in 1..=4u32 {
+            for code in 0..6usize.pow(n) {
+                let mut p = String::new();
+                let mut c = code;
+                for _ in 0..n {
+                    p.push('/');
+                    p.push_str(segs[c % 6]);
+                    c /= 6;
+                }
+                paths.push(p.clone());
+                paths.push(format!("{p}?node_id=1"));
+            }
+        }
+        paths.push("/a".repeat(MAX_SPLIT + 1));
+        paths.push(format!("/a/b{}", "/x".repeat(MAX_SPLIT)));
+        for templates in tables {
+            let t = RouteTable::new(templates.iter().copied()).unwrap();
+            for p in &paths {
+                assert_eq!(
+                    t.classify(p).route,
+                    first_match_reference(&t, p),
+                    "{templates:?} {p:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn default_templates_match_xrayr_calls() {
