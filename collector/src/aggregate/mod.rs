@@ -10,6 +10,7 @@
 //! checkpoints store counters and file offsets together (see `source::checkpoint`).
 
 pub mod histogram;
+pub mod table;
 pub mod topk;
 
 use std::borrow::Cow;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use vpslens_parsers::ParseError;
 
 pub use histogram::{Histogram, ENVOY_BUCKETS};
+pub use table::{NodeTable, SeriesTable};
 pub use topk::{HeavyHitter, TopK};
 
 /// Label value used when a capped label overflows.
@@ -251,10 +253,8 @@ pub struct Aggregator {
     limits: Limits,
     /// Codes that overflowed the cap.
     pub code_overflow: u64,
-    #[serde(with = "as_pairs")]
-    series: FxHashMap<SeriesKey, SeriesStats>,
-    #[serde(with = "as_pairs")]
-    nodes: FxHashMap<u32, NodeStats>,
+    series: SeriesTable,
+    nodes: NodeTable,
     #[serde(with = "as_pairs")]
     unregistered: FxHashMap<UnregisteredKey, u64>,
     /// Busiest unregistered addresses (never labels).
@@ -282,8 +282,8 @@ impl Aggregator {
             codes: Vec::new(),
             limits,
             code_overflow: 0,
-            series: FxHashMap::default(),
-            nodes: FxHashMap::default(),
+            series: SeriesTable::default(),
+            nodes: NodeTable::default(),
             unregistered: FxHashMap::default(),
             unregistered_top: TopK::new(limits.unregistered_top),
             lines: [0; 4],
@@ -389,33 +389,33 @@ impl Aggregator {
                 .destinations
                 .intern(ev.upstream_cluster.as_deref().unwrap_or("-")),
         };
-        let s = self.series.entry(key).or_default();
+        let s = self.series.entry(key);
         s.requests += 1;
         if let Some(d) = ev.duration_ms {
             s.duration_ms.observe(d);
         }
         s.request_bytes.observe(ev.bytes_received);
         s.response_bytes.observe(ev.bytes_sent);
-        let n = self.nodes.entry(node).or_default();
+        let n = self.nodes.entry(node);
         n.last_seen_ms = n.last_seen_ms.max(ev.start_time_ms);
         if ev.identity_mismatch {
             n.identity_mismatch += 1;
         }
     }
 
-    /// Every series, unordered.
-    pub fn series(&self) -> impl Iterator<Item = (&SeriesKey, &SeriesStats)> {
+    /// Every series, by node id then first appearance (deterministic for a given input order).
+    pub fn series(&self) -> impl Iterator<Item = (SeriesKey, &SeriesStats)> {
         self.series.iter()
     }
 
     /// Per-node state.
     pub fn node_stats(&self, node: u32) -> Option<&NodeStats> {
-        self.nodes.get(&node)
+        self.nodes.get(node)
     }
 
     /// All per-node states.
     pub fn all_node_stats(&self) -> impl Iterator<Item = (u32, &NodeStats)> {
-        self.nodes.iter().map(|(k, v)| (*k, v))
+        self.nodes.iter()
     }
 
     /// Unregistered counters.
@@ -441,8 +441,8 @@ impl Aggregator {
         now_seconds: u64,
         grace_seconds: u64,
     ) -> usize {
-        let mut seen: Vec<u32> = self.nodes.keys().copied().collect();
-        seen.extend(self.series.keys().map(|k| k.node));
+        let mut seen: Vec<u32> = self.nodes.iter().map(|(id, _)| id).collect();
+        seen.extend(self.series.node_ids());
         seen.sort_unstable();
         seen.dedup();
         for id in seen {
@@ -459,8 +459,8 @@ impl Aggregator {
             .map(|(id, _)| *id)
             .collect();
         for id in &expired {
-            self.series.retain(|k, _| k.node != *id);
-            self.nodes.remove(id);
+            self.series.remove_node(*id);
+            self.nodes.remove(*id);
             self.removed_at.remove(id);
         }
         expired.len()
@@ -474,7 +474,7 @@ impl Aggregator {
     /// Total requests per node name (for summaries and tests).
     pub fn requests_by_node(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        for (k, s) in &self.series {
+        for (k, s) in self.series.iter() {
             *out.entry(self.node_name(k.node).to_owned()).or_insert(0) += s.requests;
         }
         out
