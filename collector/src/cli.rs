@@ -49,6 +49,10 @@ pub struct CommonArgs {
     /// Kiali edge mode for istio_* metrics.
     #[arg(long, value_enum)]
     pub istio_mode: Option<EdgeMode>,
+    /// Threads that parse lines in parallel (results do not depend on it). Default: 1 for
+    /// `run`, all cores for `replay`.
+    #[arg(long, value_name = "N")]
+    pub parse_threads: Option<usize>,
 }
 
 /// `vpslens run`.
@@ -97,6 +101,7 @@ impl CommonArgs {
             client_ip: self.client_ip,
             trusted_hops: self.trusted_hops,
             istio_mode: self.istio_mode,
+            parse_threads: self.parse_threads,
             ..Overrides::default()
         }
     }

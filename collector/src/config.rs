@@ -82,6 +82,10 @@ pub struct FileConfig {
     pub registry_poll_seconds: Option<u64>,
     /// Seconds a node removed from the registry keeps its series. Default 600.
     pub node_removal_grace_seconds: Option<u64>,
+    /// Threads that parse and attribute lines in parallel; counters are applied in line order,
+    /// so results are identical for any value. Default 1 for `run` (a sidecar should cost one
+    /// core at most), all cores for `replay`.
+    pub parse_threads: Option<usize>,
     /// Label caps.
     pub limits: Option<LimitsConfig>,
     /// Istio/Kiali export.
@@ -176,6 +180,8 @@ pub struct Settings {
     pub registry_poll_seconds: u64,
     /// Node removal grace.
     pub node_removal_grace_seconds: u64,
+    /// See [`FileConfig::parse_threads`]; `None` = the command's default.
+    pub parse_threads: Option<usize>,
     /// Caps.
     pub limits: Limits,
     /// Istio export.
@@ -203,6 +209,8 @@ pub struct Overrides {
     pub trusted_hops: Option<u8>,
     /// `--istio-mode`.
     pub istio_mode: Option<crate::export::istio::EdgeMode>,
+    /// `--parse-threads`.
+    pub parse_threads: Option<usize>,
 }
 
 impl Settings {
@@ -270,6 +278,10 @@ impl Settings {
             checkpoint_interval_seconds: file.checkpoint_interval_seconds.unwrap_or(5).max(1),
             registry_poll_seconds: file.registry_poll_seconds.unwrap_or(5).max(1),
             node_removal_grace_seconds: file.node_removal_grace_seconds.unwrap_or(600),
+            parse_threads: match flags.parse_threads.or(file.parse_threads) {
+                Some(0) => return Err(ConfigError::Invalid("parse_threads must be >= 1".into())),
+                t => t,
+            },
             limits,
             istio,
         })

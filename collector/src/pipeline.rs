@@ -1,12 +1,19 @@
 //! Parse and resolve stages, and the state shared with the export stage.
 //!
 //! [`LineProcessor::process`] takes a batch of whole lines from the source stage, parses and
-//! attributes them **without** holding any lock, then locks the [`Aggregator`] once to apply the
-//! batch. Both `vpslens run` and `vpslens replay` go through it.
+//! attributes them **without** holding any lock (on `parse_threads` threads when more than one),
+//! then locks the [`Aggregator`] once to apply the batch. Both `vpslens run` and `vpslens
+//! replay` go through it.
+//!
+//! **Architecture Invariant:** outcomes are applied to the aggregator in line order, on one
+//! thread, so every counter, interned id and heavy-hitter entry is the same for any number of
+//! parse threads (`collector/tests/parallel_identical.rs`).
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use rayon::prelude::*;
 
 use vpslens_parsers::client::{client_address, ClientAddressError, ClientAddressSource};
 use vpslens_parsers::route::{RouteId, RouteTable};
@@ -27,6 +34,8 @@ pub struct PipelineConfig {
     pub routes: RouteTable,
     /// Label caps.
     pub limits: Limits,
+    /// Threads for the parse and resolve stages (1 = the calling thread only).
+    pub parse_threads: usize,
 }
 
 /// Source-stage counters (lock-free; updated by the tailer).
@@ -93,6 +102,7 @@ impl Shared {
                 client: ClientAddressSource::DownstreamRemote,
                 routes: RouteTable::default(),
                 limits,
+                parse_threads: 1,
             },
             crate::export::istio::IstioConfig::default(),
             Arc::new(RegistryHandle::fixed(registry)),
@@ -137,11 +147,30 @@ pub struct LineProcessor {
     /// Route template index → aggregator route label id.
     route_map: Vec<u16>,
     route_other: u16,
+    /// Parse threads when `parse_threads > 1`.
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
+/// Batches smaller than this are parsed on the calling thread (spreading them costs more than
+/// it saves).
+const PARALLEL_MIN_LINES: usize = 256;
+
 impl LineProcessor {
-    /// A processor feeding `shared`.
+    /// A processor feeding `shared`. With `parse_threads > 1` it owns a thread pool of that size;
+    /// if the pool cannot be created it logs a warning and parses on the calling thread.
     pub fn new(shared: Arc<Shared>) -> Self {
+        let threads = shared.config.parse_threads;
+        let pool = (threads > 1)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("vpslens-parse-{i}"))
+                    .build()
+                    .map_err(|e| tracing::warn!(error = %e, "parse threads unavailable; using one"))
+                    .ok()
+            })
+            .flatten()
+            .map(Arc::new);
         let mut p = LineProcessor {
             generation: 0,
             registry: shared.registry.current(),
@@ -149,6 +178,7 @@ impl LineProcessor {
             node_map: Vec::new(),
             route_map: Vec::new(),
             route_other: 0,
+            pool,
         };
         p.refresh();
         p
@@ -189,25 +219,21 @@ impl LineProcessor {
         self.node_map.clear();
     }
 
-    /// Processes one batch: parse and resolve unlocked, then one locked apply.
+    /// Processes one batch: parse and resolve unlocked (in parallel when configured), then one
+    /// locked apply in line order.
     pub fn process(&mut self, lines: &[Line<'_>]) {
         self.refresh();
-        let cfg = &self.shared.config;
-        let mut outcomes: Vec<Outcome<'_>> = Vec::with_capacity(lines.len());
-        for line in lines {
-            let text = match line {
-                Line::Text(t) => t,
-                Line::TooLong => {
-                    outcomes.push(Outcome::TooLong);
-                    continue;
-                }
-                Line::Malformed(e) => {
-                    outcomes.push(Outcome::Parse(e.clone()));
-                    continue;
-                }
-            };
-            outcomes.push(self.attribute(text, cfg));
-        }
+        let this = &*self;
+        let outcomes: Vec<Outcome<'_>> = match &this.pool {
+            Some(pool) if lines.len() >= PARALLEL_MIN_LINES => pool.install(|| {
+                lines
+                    .par_iter()
+                    .with_min_len(64)
+                    .map(|l| this.outcome(l))
+                    .collect()
+            }),
+            _ => lines.iter().map(|l| this.outcome(l)).collect(),
+        };
         let mut agg = self.shared.lock();
         for o in &outcomes {
             match o {
@@ -216,6 +242,15 @@ impl LineProcessor {
                 Outcome::Client(e) => agg.count_client_error(client_reason_index(*e)),
                 Outcome::TooLong => agg.count_line(LineResult::TooLong),
             }
+        }
+    }
+
+    #[inline]
+    fn outcome<'a>(&self, line: &'a Line<'_>) -> Outcome<'a> {
+        match line {
+            Line::Text(t) => self.attribute(t, &self.shared.config),
+            Line::TooLong => Outcome::TooLong,
+            Line::Malformed(e) => Outcome::Parse(e.clone()),
         }
     }
 

@@ -216,10 +216,7 @@ mod tests {
         t.entry(key(0, 200)).requests += 1;
         assert_eq!(t.len(), 3);
         let got: Vec<(SeriesKey, u64)> = t.iter().map(|(k, s)| (k, s.requests)).collect();
-        assert_eq!(
-            got,
-            [(key(0, 200), 1), (key(3, 200), 2), (key(3, 503), 1)]
-        );
+        assert_eq!(got, [(key(0, 200), 1), (key(3, 200), 2), (key(3, 503), 1)]);
         assert_eq!(t.node_ids().collect::<Vec<_>>(), [0, 3]);
         t.remove_node(3);
         assert_eq!(t.len(), 1);

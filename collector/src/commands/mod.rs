@@ -22,13 +22,19 @@ pub(crate) fn settings(config: Option<&Path>, flags: Overrides) -> Result<Settin
 }
 
 /// Builds the shared state for settings and a loaded registry.
-pub(crate) fn shared(s: &Settings, registry: Arc<RegistryHandle>) -> Arc<Shared> {
+/// `default_threads` applies when neither the config nor a flag set `parse_threads`.
+pub(crate) fn shared(
+    s: &Settings,
+    registry: Arc<RegistryHandle>,
+    default_threads: usize,
+) -> Arc<Shared> {
     Shared::new(
         PipelineConfig {
             format: s.format,
             client: s.client,
             routes: s.routes.clone(),
             limits: s.limits,
+            parse_threads: s.parse_threads.unwrap_or(default_threads).max(1),
         },
         s.istio.clone(),
         registry,
