@@ -13,6 +13,7 @@ use vpslens_parsers::route::{RouteId, RouteTable};
 use vpslens_parsers::{parse_line, LogFormat, ParseError};
 
 use crate::aggregate::{method_index, Aggregator, Event, Limits, LineResult};
+use crate::resolve::geo::{Geo, GeoCache, GeoLabels};
 use crate::resolve::reload::RegistryHandle;
 use crate::resolve::Registry;
 
@@ -27,6 +28,8 @@ pub struct PipelineConfig {
     pub routes: RouteTable,
     /// Label caps.
     pub limits: Limits,
+    /// GeoIP/ASN databases for unregistered clients (and node labels), if configured.
+    pub geo: Option<Arc<Geo>>,
 }
 
 /// Source-stage counters (lock-free; updated by the tailer).
@@ -93,6 +96,7 @@ impl Shared {
                 client: ClientAddressSource::DownstreamRemote,
                 routes: RouteTable::default(),
                 limits,
+                geo: None,
             },
             crate::export::istio::IstioConfig::default(),
             Arc::new(RegistryHandle::fixed(registry)),
@@ -137,6 +141,8 @@ pub struct LineProcessor {
     /// Route template index → aggregator route label id.
     route_map: Vec<u16>,
     route_other: u16,
+    /// Recent GeoIP lookups (fixed size; only used when `geo` is configured).
+    geo_cache: GeoCache,
 }
 
 impl LineProcessor {
@@ -149,6 +155,7 @@ impl LineProcessor {
             node_map: Vec::new(),
             route_map: Vec::new(),
             route_other: 0,
+            geo_cache: GeoCache::default(),
         };
         p.refresh();
         p
@@ -208,6 +215,16 @@ impl LineProcessor {
             };
             outcomes.push(self.attribute(text, cfg));
         }
+        if let Some(geo) = &cfg.geo {
+            // Unregistered clients only: registered nodes get their labels per registry load.
+            for o in &mut outcomes {
+                if let Outcome::Event(ev @ Event { node: None, .. }) = o {
+                    if let Some(ip) = ev.client {
+                        ev.geo = self.geo_cache.lookup(geo, ip);
+                    }
+                }
+            }
+        }
         let mut agg = self.shared.lock();
         for o in &outcomes {
             match o {
@@ -256,6 +273,7 @@ impl LineProcessor {
             start_time_ms: rec.start_time_ms,
             identity_mismatch,
             client: if node.is_none() { Some(ip) } else { None },
+            geo: GeoLabels::default(),
         })
     }
 }

@@ -50,6 +50,7 @@ fn broken_edit_keeps_last_good_registry_and_is_reported() {
             client: Default::default(),
             routes: Default::default(),
             limits: Limits::default(),
+            geo: None,
         },
         IstioConfig::default(),
         h.clone(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::config::{FileConfig, Overrides, Settings};
 use crate::pipeline::{PipelineConfig, Shared};
+use crate::resolve::geo::Geo;
 use crate::resolve::reload::RegistryHandle;
 use crate::source::TailConfig;
 use crate::Error;
@@ -21,18 +22,23 @@ pub(crate) fn settings(config: Option<&Path>, flags: Overrides) -> Result<Settin
     Ok(Settings::merge(file, flags)?)
 }
 
-/// Builds the shared state for settings and a loaded registry.
-pub(crate) fn shared(s: &Settings, registry: Arc<RegistryHandle>) -> Arc<Shared> {
-    Shared::new(
+/// Builds the shared state for settings and a loaded registry; opens the GeoIP databases.
+///
+/// # Errors
+/// A configured GeoIP database that cannot be opened.
+pub(crate) fn shared(s: &Settings, registry: Arc<RegistryHandle>) -> Result<Arc<Shared>, Error> {
+    let geo = Geo::open(&s.geoip)?;
+    Ok(Shared::new(
         PipelineConfig {
             format: s.format,
             client: s.client,
             routes: s.routes.clone(),
             limits: s.limits,
+            geo,
         },
         s.istio.clone(),
         registry,
-    )
+    ))
 }
 
 /// Tailer settings from merged settings.

@@ -52,7 +52,7 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Error> {
             return Err(Error::Usage(format!("log file `{p}` does not exist")));
         }
     }
-    let shared = super::shared(&s, registry);
+    let shared = super::shared(&s, registry)?;
     let mut tc = super::tail_config(&s);
     tc.read_from = ReadFrom::Beginning;
     tc.state_dir = None;
