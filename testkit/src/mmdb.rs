@@ -98,15 +98,6 @@ impl MmdbWriter {
     /// A bad network, a `/0` network, or one overlapping a network inserted before.
     pub fn insert(&mut self, network: &str, value: Value) -> Result<()> {
         let (addr, len) = parse_network(network)?;
-        let id = match self.value_ids.get(&value) {
-            Some(&id) => id,
-            None => {
-                let id = self.values.len();
-                self.values.push(value.clone());
-                self.value_ids.insert(value, id);
-                id
-            }
-        };
         let mut node = 0usize;
         for depth in 0..len {
             let bit = usize::from((addr >> (127 - depth)) & 1 == 1);
@@ -114,6 +105,16 @@ impl MmdbWriter {
             let rec = self.nodes[node][bit];
             match (rec, last) {
                 (Record::Empty, true) => {
+                    // Overlaps fail before any node is created, so nothing is left half-done.
+                    let id = match self.value_ids.get(&value) {
+                        Some(&id) => id,
+                        None => {
+                            let id = self.values.len();
+                            self.values.push(value.clone());
+                            self.value_ids.insert(value.clone(), id);
+                            id
+                        }
+                    };
                     self.nodes[node][bit] = Record::Data(id);
                 }
                 (Record::Empty, false) => {
