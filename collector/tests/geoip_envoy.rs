@@ -177,6 +177,17 @@ fn unregistered_clients_are_counted_by_country_and_asn_through_envoy() -> Result
         assert!(!body.contains(needle), "{needle} leaked into /metrics");
     }
     vpslens_testkit::prometheus::promtool_check_metrics(&body)?;
+
+    // /api/unregistered (JSON, never labels) shows each busy address with its country/ASN.
+    let (_, top) = vpslens_testkit::http::get(&format!("http://{listen}/api/unregistered"))?;
+    let top: serde_json::Value = serde_json::from_str(&top)?;
+    assert_eq!(top[0]["address"], "198.51.100.50", "{top}");
+    assert_eq!(top[0]["requests"], 5);
+    assert_eq!(
+        (top[0]["country"].as_str(), top[0]["asn"].as_str()),
+        (Some("NL"), Some("AS64500")),
+        "{top}"
+    );
     vpslens.stop_graceful()?;
     Ok(())
 }
