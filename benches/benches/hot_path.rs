@@ -1,6 +1,6 @@
 //! Criterion benches of the core: parsing, attribution and aggregation per line.
 //!
-//! `cargo bench -p vpslens-benches --bench hot_path`
+//! `cargo bench -p vpslens-benches --bench hot_path` (GeoIP: `-- geoip`)
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -8,8 +8,11 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vpslens::aggregate::Limits;
 use vpslens::export::exposition::Dialect;
+use vpslens::export::istio::IstioConfig;
 use vpslens::export::metrics;
-use vpslens::pipeline::{Line, LineProcessor, Shared};
+use vpslens::pipeline::{Line, LineProcessor, PipelineConfig, Shared};
+use vpslens::resolve::geo::{Geo, GeoCache, GeoSettings};
+use vpslens::resolve::reload::RegistryHandle;
 use vpslens::resolve::Registry;
 use vpslens_parsers::client::{client_address, ClientAddressSource};
 use vpslens_parsers::route::RouteTable;
@@ -74,6 +77,8 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
+    geoip(c, &batch, bytes);
+
     // Export over a populated aggregator: 100k lines from 3000 nodes.
     let s = shared(3000);
     let mut p = LineProcessor::new(s.clone());
@@ -98,6 +103,90 @@ fn benches(c: &mut Criterion) {
     });
     g.bench_function("render_istio_3000_nodes", |b| {
         b.iter(|| black_box(metrics::render_istio(&s, Dialect::Prometheus).len()));
+    });
+    g.finish();
+}
+
+/// GeoIP cost: raw lookups (country + ASN database) and the pipeline with GeoIP on. The
+/// databases (built with the testkit writer) give every /24 of the benches' unregistered range
+/// 198.18.0.0/16 its own country and ASN.
+#[allow(clippy::expect_used)]
+fn geoip(c: &mut Criterion, batch: &[Line<'_>], bytes: u64) {
+    use vpslens_testkit::mmdb::{MmdbWriter, Value};
+    let dir = std::env::temp_dir().join(format!("vpslens-bench-geoip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut country = MmdbWriter::new("bench-country");
+    let mut asn = MmdbWriter::new("bench-asn");
+    for i in 0..256u32 {
+        let net = format!("198.18.{i}.0/24");
+        let cc = format!(
+            "{}{}",
+            char::from(b'A' + (i % 26) as u8),
+            char::from(b'A' + (i / 26) as u8)
+        );
+        country
+            .insert(&net, Value::map([("country_code", Value::String(cc))]))
+            .expect("insert");
+        asn.insert(
+            &net,
+            Value::map([("autonomous_system_number", Value::U32(64_512 + i))]),
+        )
+        .expect("insert");
+    }
+    let settings = GeoSettings {
+        country_database: Some(dir.join("country.mmdb")),
+        asn_database: Some(dir.join("asn.mmdb")),
+        node_labels: false,
+    };
+    country.write(&dir.join("country.mmdb")).expect("write");
+    asn.write(&dir.join("asn.mmdb")).expect("write");
+    let geo = Geo::open(&settings).expect("open").expect("configured");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let ips: Vec<std::net::IpAddr> = (0..4096u32)
+        .map(|i| std::net::IpAddr::from([198, 18, (i >> 4) as u8, (i * 7) as u8]))
+        .collect();
+    let mut g = c.benchmark_group("geoip");
+    g.throughput(Throughput::Elements(ips.len() as u64));
+    g.bench_function("lookup_country_asn", |b| {
+        b.iter(|| {
+            for ip in &ips {
+                black_box(geo.lookup(*ip));
+            }
+        });
+    });
+    let mut cache = GeoCache::default();
+    g.bench_function("lookup_cached", |b| {
+        b.iter(|| {
+            for ip in &ips {
+                black_box(cache.lookup(&geo, *ip));
+            }
+        });
+    });
+    g.finish();
+
+    let reg = Registry::from_bytes(
+        std::path::Path::new("r.yaml"),
+        vpslens_benches::registry_yaml(3000).as_bytes(),
+    )
+    .unwrap_or_default();
+    let s = Shared::new(
+        PipelineConfig {
+            format: LogFormat::Auto,
+            client: ClientAddressSource::DownstreamRemote,
+            routes: RouteTable::default(),
+            limits: Limits::default(),
+            geo: Some(geo),
+            parse_threads: 1,
+        },
+        IstioConfig::default(),
+        Arc::new(RegistryHandle::fixed(reg)),
+    );
+    let mut p = LineProcessor::new(s);
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function("parse_resolve_aggregate_3000_nodes_geoip", |b| {
+        b.iter(|| p.process(black_box(batch)));
     });
     g.finish();
 }

@@ -19,6 +19,7 @@ use vpslens_parsers::LogFormat;
 
 use crate::aggregate::Limits;
 use crate::export::istio::IstioConfig;
+use crate::resolve::geo::GeoSettings;
 use crate::source::{FramingMode, ReadFrom};
 
 /// Where the client address comes from (`client_ip:`).
@@ -90,6 +91,24 @@ pub struct FileConfig {
     pub limits: Option<LimitsConfig>,
     /// Istio/Kiali export.
     pub istio: Option<IstioConfig>,
+    /// GeoIP/ASN enrichment. Default: off (no `country`/`asn` labels).
+    pub geoip: Option<GeoIpConfig>,
+}
+
+/// GeoIP/ASN enrichment (`geoip:`). Either database may be absent; a configured database that
+/// cannot be opened stops start-up.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoIpConfig {
+    /// Country MMDB file (`country_code` or MaxMind `country.iso_code` layout); adds the
+    /// `country` label to `vpslens_unregistered_requests_total`. Default none.
+    pub country_database: Option<PathBuf>,
+    /// ASN MMDB file (`autonomous_system_number` layout); adds the `asn` label
+    /// (`AS<number>`). Default none.
+    pub asn_database: Option<PathBuf>,
+    /// Add `country`/`asn` of each node's first registry address to `vpslens_node_info`
+    /// (computed once per registry load; registry labels of the same name win). Default false.
+    pub node_labels: Option<bool>,
 }
 
 /// Label caps (`limits:`).
@@ -104,6 +123,10 @@ pub struct LimitsConfig {
     pub destinations: Option<usize>,
     /// Unregistered addresses tracked for `/api/unregistered`. Default 1000.
     pub unregistered_top: Option<usize>,
+    /// Distinct GeoIP `country` label values, `unknown` included. Default 300.
+    pub countries: Option<usize>,
+    /// Distinct GeoIP `asn` label values, `unknown` included. Default 200.
+    pub asns: Option<usize>,
 }
 
 /// Config errors.
@@ -186,6 +209,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Istio export.
     pub istio: IstioConfig,
+    /// GeoIP databases (opened by the commands).
+    pub geoip: GeoSettings,
 }
 
 /// Flags that override the file (all optional).
@@ -237,8 +262,15 @@ impl Settings {
             response_flags: l.response_flags.unwrap_or(d.response_flags),
             destinations: l.destinations.unwrap_or(d.destinations),
             unregistered_top: l.unregistered_top.unwrap_or(d.unregistered_top),
+            countries: l.countries.unwrap_or(d.countries),
+            asns: l.asns.unwrap_or(d.asns),
         };
-        if limits.codes == 0 || limits.response_flags == 0 || limits.destinations == 0 {
+        if limits.codes == 0
+            || limits.response_flags == 0
+            || limits.destinations == 0
+            || limits.countries == 0
+            || limits.asns == 0
+        {
             return Err(ConfigError::Invalid("limits must be at least 1".into()));
         }
         let mut istio = file.istio.unwrap_or_default();
@@ -251,6 +283,17 @@ impl Settings {
             Format::Json => LogFormat::IstioJson,
             Format::Text => LogFormat::IstioText,
         };
+        let g = file.geoip.unwrap_or_default();
+        let geoip = GeoSettings {
+            country_database: g.country_database,
+            asn_database: g.asn_database,
+            node_labels: g.node_labels.unwrap_or(false),
+        };
+        if geoip.node_labels && !geoip.enabled() {
+            return Err(ConfigError::Invalid(
+                "geoip.node_labels needs geoip.country_database or geoip.asn_database".into(),
+            ));
+        }
         let max_line_bytes = file.max_line_bytes.unwrap_or(64 * 1024);
         if max_line_bytes < 256 {
             return Err(ConfigError::Invalid("max_line_bytes must be >= 256".into()));
@@ -284,6 +327,7 @@ impl Settings {
             },
             limits,
             istio,
+            geoip,
         })
     }
 }
@@ -323,6 +367,29 @@ mod tests {
         );
         assert_eq!(s.sources, vec!["b.log".to_string()]);
         assert_eq!(s.read_from, ReadFrom::Beginning);
+    }
+
+    #[test]
+    fn geoip_section_parses_and_validates() {
+        let file: FileConfig = serde_norway::from_str(
+            "geoip: {country_database: /x/c.mmdb, node_labels: true}\nlimits: {asns: 50}\n",
+        )
+        .unwrap();
+        let s = Settings::merge(file, Overrides::default()).unwrap();
+        assert_eq!(
+            s.geoip.country_database.as_deref(),
+            Some(Path::new("/x/c.mmdb"))
+        );
+        assert!(s.geoip.asn_database.is_none() && s.geoip.node_labels);
+        assert_eq!((s.limits.asns, s.limits.countries), (50, 300));
+        let e = serde_norway::from_str::<FileConfig>("geoip: {country_db: x}\n").unwrap_err();
+        assert!(e.to_string().contains("country_db"), "{e}");
+        let file: FileConfig = serde_norway::from_str("geoip: {node_labels: true}\n").unwrap();
+        assert!(Settings::merge(file, Overrides::default()).is_err());
+        let file: FileConfig = serde_norway::from_str("limits: {countries: 0}\n").unwrap();
+        assert!(Settings::merge(file, Overrides::default()).is_err());
+        let s = Settings::merge(FileConfig::default(), Overrides::default()).unwrap();
+        assert!(!s.geoip.enabled());
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub enum Error {
     /// Registry problem at start-up.
     #[error(transparent)]
     Registry(#[from] resolve::RegistryError),
+    /// A configured GeoIP database could not be opened.
+    #[error(transparent)]
+    GeoIp(#[from] resolve::geo::GeoError),
     /// Source/checkpoint problem at start-up.
     #[error(transparent)]
     Source(#[from] source::SourceError),

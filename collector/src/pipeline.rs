@@ -20,6 +20,7 @@ use vpslens_parsers::route::{RouteId, RouteTable};
 use vpslens_parsers::{parse_line, LogFormat, ParseError};
 
 use crate::aggregate::{method_index, Aggregator, Event, Limits, LineResult};
+use crate::resolve::geo::{Geo, GeoCache, GeoLabels};
 use crate::resolve::reload::RegistryHandle;
 use crate::resolve::Registry;
 
@@ -36,6 +37,8 @@ pub struct PipelineConfig {
     pub limits: Limits,
     /// Threads for the parse and resolve stages (1 = the calling thread only).
     pub parse_threads: usize,
+    /// GeoIP/ASN databases for unregistered clients (and node labels), if configured.
+    pub geo: Option<Arc<Geo>>,
 }
 
 /// Source-stage counters (lock-free; updated by the tailer).
@@ -103,6 +106,7 @@ impl Shared {
                 routes: RouteTable::default(),
                 limits,
                 parse_threads: 1,
+                geo: None,
             },
             crate::export::istio::IstioConfig::default(),
             Arc::new(RegistryHandle::fixed(registry)),
@@ -149,6 +153,8 @@ pub struct LineProcessor {
     route_other: u16,
     /// Parse threads when `parse_threads > 1`.
     pool: Option<Arc<rayon::ThreadPool>>,
+    /// Recent GeoIP lookups (fixed size; only used when `geo` is configured).
+    geo_cache: GeoCache,
 }
 
 /// Batches smaller than this are parsed on the calling thread (spreading them costs more than
@@ -179,6 +185,7 @@ impl LineProcessor {
             route_map: Vec::new(),
             route_other: 0,
             pool,
+            geo_cache: GeoCache::default(),
         };
         p.refresh();
         p
@@ -224,7 +231,7 @@ impl LineProcessor {
     pub fn process(&mut self, lines: &[Line<'_>]) {
         self.refresh();
         let this = &*self;
-        let outcomes: Vec<Outcome<'_>> = match &this.pool {
+        let mut outcomes: Vec<Outcome<'_>> = match &this.pool {
             Some(pool) if lines.len() >= PARALLEL_MIN_LINES => pool.install(|| {
                 lines
                     .par_iter()
@@ -234,6 +241,16 @@ impl LineProcessor {
             }),
             _ => lines.iter().map(|l| this.outcome(l)).collect(),
         };
+        if let Some(geo) = &self.shared.config.geo {
+            // Unregistered clients only: registered nodes get their labels per registry load.
+            for o in &mut outcomes {
+                if let Outcome::Event(ev @ Event { node: None, .. }) = o {
+                    if let Some(ip) = ev.client {
+                        ev.geo = self.geo_cache.lookup(geo, ip);
+                    }
+                }
+            }
+        }
         let mut agg = self.shared.lock();
         for o in &outcomes {
             match o {
@@ -291,6 +308,7 @@ impl LineProcessor {
             start_time_ms: rec.start_time_ms,
             identity_mismatch,
             client: if node.is_none() { Some(ip) } else { None },
+            geo: GeoLabels::default(),
         })
     }
 }

@@ -52,6 +52,7 @@ fn hostile_unregistered_flood_stays_under_the_caps() {
         response_flags: 8,
         destinations: 4,
         unregistered_top: 500,
+        ..Limits::default()
     };
     let s = shared(limits);
     let mut p = LineProcessor::new(s.clone());

@@ -50,6 +50,8 @@ fn broken_edit_keeps_last_good_registry_and_is_reported() {
             client: Default::default(),
             routes: Default::default(),
             limits: Limits::default(),
+            geo: None,
+            parse_threads: 1,
         },
         IstioConfig::default(),
         h.clone(),

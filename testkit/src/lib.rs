@@ -12,6 +12,7 @@
 //! * [`prometheus::Prometheus`], [`alertmanager::Alertmanager`] — real
 //!   Prometheus/Alertmanager servers with temp storage.
 //! * [`vpslens::Vpslens`] — runs the collector binary with captured output.
+//! * [`mmdb`] — a minimal MaxMind DB writer for GeoIP test databases.
 //! * [`process`] — child guards, free ports, bounded waits.
 //! * [`fixtures`] — the deterministic traffic plan behind `fixtures/` and
 //!   the code that checks a log against `expected.json`.
@@ -26,6 +27,7 @@ pub mod client;
 pub mod envoy;
 pub mod fixtures;
 pub mod http;
+pub mod mmdb;
 pub mod process;
 pub mod prometheus;
 pub mod upstream;

@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use vpslens_parsers::ParseError;
 
+use crate::resolve::geo::GeoLabels;
 pub use histogram::{Histogram, ENVOY_BUCKETS};
 pub use table::{NodeTable, SeriesTable};
 pub use topk::{HeavyHitter, TopK};
@@ -54,6 +55,20 @@ pub struct Limits {
     pub destinations: usize,
     /// Unregistered addresses tracked for `/api/unregistered` (space-saving summary).
     pub unregistered_top: usize,
+    /// Distinct GeoIP `country` values (including `unknown`).
+    #[serde(default = "default_countries")]
+    pub countries: usize,
+    /// Distinct GeoIP `asn` values (including `unknown`).
+    #[serde(default = "default_asns")]
+    pub asns: usize,
+}
+
+fn default_countries() -> usize {
+    300
+}
+
+fn default_asns() -> usize {
+    200
 }
 
 impl Default for Limits {
@@ -63,6 +78,8 @@ impl Default for Limits {
             response_flags: 32,
             destinations: 16,
             unregistered_top: 1000,
+            countries: default_countries(),
+            asns: default_asns(),
         }
     }
 }
@@ -183,6 +200,30 @@ pub struct UnregisteredKey {
     pub route: u16,
     /// HTTP status, or [`CODE_OTHER`].
     pub code: u16,
+    /// GeoIP country id ([`Aggregator::countries`]); [`GEO_UNKNOWN`] without a database.
+    #[serde(default = "geo_unknown")]
+    pub country: u16,
+    /// GeoIP ASN id ([`Aggregator::asns`]); [`GEO_UNKNOWN`] without a database.
+    #[serde(default = "geo_unknown")]
+    pub asn: u16,
+}
+
+/// Id of `unknown` in the geo interners (0 is `other`).
+pub const GEO_UNKNOWN: u16 = 1;
+
+fn geo_unknown() -> u16 {
+    GEO_UNKNOWN
+}
+
+/// A capped interner whose id [`GEO_UNKNOWN`] is `unknown`.
+fn geo_interner(cap: usize) -> Interner {
+    let mut i = Interner::new(cap.max(1));
+    i.intern(crate::resolve::geo::UNKNOWN);
+    i
+}
+
+fn default_geo_interner() -> Interner {
+    geo_interner(200)
 }
 
 /// Outcome of one line, for `vpslens_lines_total{result}`.
@@ -233,6 +274,8 @@ pub struct Event<'a> {
     pub identity_mismatch: bool,
     /// The client address, set only for unregistered clients (heavy-hitter tracking).
     pub client: Option<IpAddr>,
+    /// GeoIP country/ASN of an unregistered client (default: unknown).
+    pub geo: GeoLabels,
 }
 
 /// All counters. Guarded by one mutex in the daemon; locked once per read batch.
@@ -248,6 +291,12 @@ pub struct Aggregator {
     pub flags: Interner,
     /// Upstream clusters.
     pub destinations: Interner,
+    /// GeoIP `country` values of unregistered clients.
+    #[serde(default = "default_geo_interner")]
+    pub countries: Interner,
+    /// GeoIP `asn` values of unregistered clients.
+    #[serde(default = "default_geo_interner")]
+    pub asns: Interner,
     /// Distinct codes seen (for the code cap).
     codes: Vec<u16>,
     limits: Limits,
@@ -279,6 +328,8 @@ impl Aggregator {
             routes: Interner::new(4096),
             flags: Interner::new(limits.response_flags),
             destinations: Interner::new(limits.destinations),
+            countries: geo_interner(limits.countries),
+            asns: geo_interner(limits.asns),
             codes: Vec::new(),
             limits,
             code_overflow: 0,
@@ -304,6 +355,8 @@ impl Aggregator {
         self.routes.restore(4096);
         self.flags.restore(limits.response_flags);
         self.destinations.restore(limits.destinations);
+        self.countries.restore(limits.countries.max(1));
+        self.asns.restore(limits.asns.max(1));
         self.unregistered_top.restore();
         self.limits = limits;
         self
@@ -367,11 +420,21 @@ impl Aggregator {
         self.count_line(LineResult::Ok);
         let code = self.code(ev.code);
         let Some(node) = ev.node else {
+            let country = match ev.geo.country {
+                Some(_) => self.countries.intern(ev.geo.country_label()),
+                None => GEO_UNKNOWN,
+            };
+            let asn = match ev.geo.asn {
+                Some(_) => self.asns.intern(ev.geo.asn_label().as_str()),
+                None => GEO_UNKNOWN,
+            };
             *self
                 .unregistered
                 .entry(UnregisteredKey {
                     route: ev.route,
                     code,
+                    country,
+                    asn,
                 })
                 .or_insert(0) += 1;
             if let Some(ip) = ev.client {
@@ -528,6 +591,7 @@ mod tests {
             start_time_ms: 1_000,
             identity_mismatch: false,
             client: None,
+            geo: GeoLabels::default(),
         }
     }
 
@@ -538,6 +602,7 @@ mod tests {
             response_flags: 1,
             destinations: 1,
             unregistered_top: 10,
+            ..Limits::default()
         });
         let n = a.node_id("jp-01");
         for code in [200, 503, 404, 418] {
@@ -575,6 +640,55 @@ mod tests {
                 .intern("outbound|80||xboard.airport-prod.svc.cluster.local"),
             1
         );
+    }
+
+    #[test]
+    fn geo_labels_are_capped_and_old_checkpoints_read_as_unknown() {
+        let mut a = Aggregator::new(Limits {
+            countries: 2,
+            asns: 3,
+            ..Limits::default()
+        });
+        for (i, cc) in [*b"NL", *b"JP", *b"DE"].iter().cycle().take(9).enumerate() {
+            let mut e = ev(None, 200);
+            e.geo = GeoLabels {
+                country: Some(*cc),
+                asn: Some(64_500 + u32::try_from(i).unwrap()),
+            };
+            a.record(&e);
+        }
+        a.record(&ev(None, 200));
+        // Caps include `unknown`: 2 → unknown + NL; 3 → unknown + two ASNs.
+        assert_eq!(a.countries.values(), ["other", "unknown", "NL"]);
+        assert_eq!(a.asns.values(), ["other", "unknown", "AS64500", "AS64501"]);
+        assert_eq!((a.countries.overflow, a.asns.overflow), (6, 7));
+        let total: u64 = a.unregistered().map(|(_, n)| n).sum();
+        assert_eq!(total, 10);
+        let unknown = a
+            .unregistered()
+            .filter(|(k, _)| k.country == GEO_UNKNOWN && k.asn == GEO_UNKNOWN)
+            .map(|(_, n)| *n)
+            .sum::<u64>();
+        assert_eq!(unknown, 1);
+
+        // A checkpoint written before GeoIP existed restores with `unknown` geo labels.
+        let mut old = Aggregator::new(Limits::default());
+        old.record(&ev(None, 404));
+        let mut v = serde_json::to_value(&old).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("countries");
+        obj.remove("asns");
+        obj["limits"].as_object_mut().unwrap().remove("asns");
+        for pair in obj["unregistered"].as_array_mut().unwrap() {
+            let key = pair[0].as_object_mut().unwrap();
+            key.remove("country");
+            key.remove("asn");
+        }
+        let b: Aggregator = serde_json::from_value(v).unwrap();
+        let mut b = b.restore(Limits::default());
+        let keys: Vec<UnregisteredKey> = b.unregistered().map(|(k, _)| *k).collect();
+        assert_eq!((keys[0].country, keys[0].asn), (GEO_UNKNOWN, GEO_UNKNOWN));
+        assert_eq!(b.asns.intern("AS1"), 2);
     }
 
     #[test]

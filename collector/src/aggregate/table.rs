@@ -121,7 +121,7 @@ impl SeriesTable {
 impl Serialize for SeriesTable {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut v: Vec<(SeriesKey, &SeriesStats)> = self.iter().collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by_key(|a| a.0);
         v.serialize(s)
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::config::{FileConfig, Overrides, Settings};
 use crate::pipeline::{PipelineConfig, Shared};
+use crate::resolve::geo::Geo;
 use crate::resolve::reload::RegistryHandle;
 use crate::source::TailConfig;
 use crate::Error;
@@ -21,24 +22,29 @@ pub(crate) fn settings(config: Option<&Path>, flags: Overrides) -> Result<Settin
     Ok(Settings::merge(file, flags)?)
 }
 
-/// Builds the shared state for settings and a loaded registry.
+/// Builds the shared state for settings and a loaded registry; opens the GeoIP databases.
 /// `default_threads` applies when neither the config nor a flag set `parse_threads`.
+///
+/// # Errors
+/// A configured GeoIP database that cannot be opened.
 pub(crate) fn shared(
     s: &Settings,
     registry: Arc<RegistryHandle>,
     default_threads: usize,
-) -> Arc<Shared> {
-    Shared::new(
+) -> Result<Arc<Shared>, Error> {
+    let geo = Geo::open(&s.geoip)?;
+    Ok(Shared::new(
         PipelineConfig {
             format: s.format,
             client: s.client,
             routes: s.routes.clone(),
             limits: s.limits,
             parse_threads: s.parse_threads.unwrap_or(default_threads).max(1),
+            geo,
         },
         s.istio.clone(),
         registry,
-    )
+    ))
 }
 
 /// Tailer settings from merged settings.

@@ -56,7 +56,7 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Error> {
         &s,
         registry,
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-    );
+    )?;
     let mut tc = super::tail_config(&s);
     tc.read_from = ReadFrom::Beginning;
     tc.state_dir = None;

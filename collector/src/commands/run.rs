@@ -36,7 +36,7 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
         registry.clone(),
         Duration::from_secs(s.registry_poll_seconds),
     )?;
-    let shared = super::shared(&s, registry, 1);
+    let shared = super::shared(&s, registry, 1)?;
     let tailer = Tailer::new(super::tail_config(&s), LineProcessor::new(shared.clone()))?;
     let tail = TailHandle::spawn(tailer)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

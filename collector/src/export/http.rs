@@ -68,22 +68,36 @@ struct Limit {
 }
 
 /// The busiest clients missing from the registry (space-saving estimates): the list an
-/// operator uses to find VPS nodes that were bought but not registered.
+/// operator uses to find VPS nodes that were bought but not registered. With GeoIP, each row
+/// also has `country`/`asn`.
 async fn unregistered(
     State(s): State<Arc<Shared>>,
     axum::extract::Query(q): axum::extract::Query<Limit>,
 ) -> Response {
     let n = q.limit.unwrap_or(50).min(1000);
     let top = s.lock().unregistered_top.top(n);
+    let geo = s.config.geo.as_deref();
     let rows: Vec<serde_json::Value> = top
         .iter()
         .map(|h| {
-            serde_json::json!({
+            let mut row = serde_json::json!({
                 "address": h.address.to_string(),
                 "requests": h.count,
                 "requests_at_least": h.count - h.error,
                 "last_seen_seconds": h.last_seen_ms as f64 / 1000.0,
-            })
+            });
+            // GeoIP on: the address's country/ASN as the metrics label them (uncapped here:
+            // at most `limit` rows, never a label).
+            if let (Some(g), Some(obj)) = (geo, row.as_object_mut()) {
+                let l = g.lookup(h.address);
+                if g.has_country() {
+                    obj.insert("country".into(), l.country_label().into());
+                }
+                if g.has_asn() {
+                    obj.insert("asn".into(), l.asn_label().as_str().into());
+                }
+            }
+            row
         })
         .collect();
     Json(rows).into_response()

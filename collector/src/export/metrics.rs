@@ -7,10 +7,14 @@
 //! - `vpslens_node_request_duration_seconds{node}` — histogram of Envoy `%DURATION%`, Envoy's
 //!   default buckets converted to seconds.
 //! - `vpslens_node_last_seen_timestamp_seconds{node}` — gauge, latest `%START_TIME%`.
-//! - `vpslens_node_info{node,node_id,<registry labels>}` — 1 per registered node.
+//! - `vpslens_node_info{node,node_id,<registry labels>[,country,asn]}` — 1 per registered node;
+//!   `country`/`asn` with `geoip.node_labels` (lookup of the node's first address).
 //! - `vpslens_node_identity_mismatch_total{node}` — requests whose `node_id` contradicts the
 //!   registry.
-//! - `vpslens_unregistered_requests_total{route,code}` — clients not in the registry; no IP label.
+//! - `vpslens_unregistered_requests_total{route,code[,country][,asn]}` — clients not in the
+//!   registry; no IP label. `country` (ISO 3166-1 alpha-2 or `unknown`) with
+//!   `geoip.country_database`, `asn` (`AS<n>` or `unknown`) with `geoip.asn_database`, both
+//!   capped (`limits.countries`/`limits.asns`, overflow `other`).
 //!
 //! Istio-shaped families for Kiali are defined in [`super::istio`] and served by
 //! [`render_istio`] at `/metrics/istio`. Self-metrics follow below.
@@ -23,8 +27,10 @@ use crate::aggregate::{
     Aggregator, Histogram, LineResult, CLIENT_REASONS, ENVOY_BUCKETS, LINE_RESULTS, METHODS,
 };
 use crate::pipeline::Shared;
+use crate::resolve::geo::Geo;
 use crate::resolve::Registry;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use vpslens_parsers::ParseError;
 
 /// `vpslens_node_requests_total`.
@@ -59,7 +65,7 @@ struct NodeViews {
     duration: BTreeMap<String, Histogram>,
     last_seen: BTreeMap<String, i64>,
     mismatch: BTreeMap<String, u64>,
-    unregistered: BTreeMap<(u16, u16), u64>,
+    unregistered: BTreeMap<(u16, u16, u16, u16), u64>,
 }
 
 fn node_views(agg: &Aggregator) -> NodeViews {
@@ -90,7 +96,9 @@ fn node_views(agg: &Aggregator) -> NodeViews {
         }
     }
     for (k, c) in agg.unregistered() {
-        *v.unregistered.entry((k.route, k.code)).or_insert(0) += c;
+        *v.unregistered
+            .entry((k.route, k.code, k.country, k.asn))
+            .or_insert(0) += c;
     }
     v
 }
@@ -103,7 +111,13 @@ pub fn render(shared: &Shared, dialect: Dialect) -> String {
         let agg = shared.lock();
         (node_views(&agg), SelfCounters::from(&*agg))
     };
-    render_nodes(&mut w, &views, &registry, &counters);
+    render_nodes(
+        &mut w,
+        &views,
+        &registry,
+        &counters,
+        shared.config.geo.as_deref(),
+    );
     render_self(&mut w, shared, &registry, &counters);
     w.finish()
 }
@@ -125,9 +139,11 @@ struct SelfCounters {
     lines: [u64; 4],
     parse_errors: [u64; ParseError::REASONS.len()],
     client_errors: [u64; 3],
-    overflow: [(&'static str, u64); 3],
+    overflow: [(&'static str, u64); 5],
     series: usize,
     routes: Vec<String>,
+    countries: Vec<String>,
+    asns: Vec<String>,
 }
 
 impl From<&Aggregator> for SelfCounters {
@@ -141,9 +157,13 @@ impl From<&Aggregator> for SelfCounters {
                 ("code", a.code_overflow),
                 ("response_flags", a.flags.overflow),
                 ("destination", a.destinations.overflow),
+                ("country", a.countries.overflow),
+                ("asn", a.asns.overflow),
             ],
             series: a.series_len(),
             routes,
+            countries: a.countries.values().to_vec(),
+            asns: a.asns.values().to_vec(),
         }
     }
 }
@@ -154,9 +174,27 @@ impl SelfCounters {
             .get(usize::from(id))
             .map_or(crate::aggregate::OTHER, String::as_str)
     }
+
+    fn country(&self, id: u16) -> &str {
+        self.countries
+            .get(usize::from(id))
+            .map_or(crate::aggregate::OTHER, String::as_str)
+    }
+
+    fn asn(&self, id: u16) -> &str {
+        self.asns
+            .get(usize::from(id))
+            .map_or(crate::aggregate::OTHER, String::as_str)
+    }
 }
 
-fn render_nodes(w: &mut Writer, v: &NodeViews, registry: &Registry, c: &SelfCounters) {
+fn render_nodes(
+    w: &mut Writer,
+    v: &NodeViews,
+    registry: &Arc<Registry>,
+    c: &SelfCounters,
+    geo: Option<&Geo>,
+) {
     w.family(
         NODE_REQUESTS,
         "Requests from a registered VPS node, by route template, method and HTTP status (0 = no response sent).",
@@ -214,7 +252,8 @@ fn render_nodes(w: &mut Writer, v: &NodeViews, registry: &Registry, c: &SelfCoun
         "One series per node in the registry (value 1), with its registry labels; join on `node`.",
         Kind::Gauge,
     );
-    for n in registry.nodes() {
+    let node_geo = geo.and_then(|g| g.node_labels(registry).map(|l| (g, l)));
+    for (i, n) in registry.nodes().iter().enumerate() {
         let id = n.node_id.map(|i| i.to_string()).unwrap_or_default();
         let mut labels: Vec<(&str, &str)> = vec![("node", &n.name)];
         if !id.is_empty() {
@@ -222,6 +261,18 @@ fn render_nodes(w: &mut Writer, v: &NodeViews, registry: &Registry, c: &SelfCoun
         }
         for (k, val) in &n.labels {
             labels.push((k, val));
+        }
+        let geo_labels = node_geo.as_ref().and_then(|(g, l)| Some((g, l.get(i)?)));
+        let asn_text = geo_labels.map(|(_, l)| l.asn_label());
+        if let Some((g, l)) = geo_labels {
+            if g.has_country() && !n.labels.contains_key("country") {
+                labels.push(("country", l.country_label()));
+            }
+        }
+        if let (Some((g, _)), Some(t)) = (geo_labels, &asn_text) {
+            if g.has_asn() && !n.labels.contains_key("asn") {
+                labels.push(("asn", t.as_str()));
+            }
         }
         w.sample_u64(NODE_INFO, &labels, 1);
     }
@@ -237,16 +288,20 @@ fn render_nodes(w: &mut Writer, v: &NodeViews, registry: &Registry, c: &SelfCoun
 
     w.family(
         UNREGISTERED_REQUESTS,
-        "Requests from client addresses that are in no registry entry, by route template and HTTP status.",
+        "Requests from client addresses that are in no registry entry, by route template and HTTP status (and GeoIP country/ASN when configured).",
         Kind::Counter,
     );
-    for ((route, code), n) in &v.unregistered {
+    let (with_country, with_asn) = geo.map_or((false, false), |g| (g.has_country(), g.has_asn()));
+    for ((route, code, country, asn), n) in &v.unregistered {
         let code = Aggregator::code_label(*code);
-        w.sample_u64(
-            UNREGISTERED_REQUESTS,
-            &[("route", c.route(*route)), ("code", &code)],
-            *n,
-        );
+        let mut labels: Vec<(&str, &str)> = vec![("route", c.route(*route)), ("code", &code)];
+        if with_country {
+            labels.push(("country", c.country(*country)));
+        }
+        if with_asn {
+            labels.push(("asn", c.asn(*asn)));
+        }
+        w.sample_u64(UNREGISTERED_REQUESTS, &labels, *n);
     }
 }
 

@@ -3,6 +3,7 @@
 //! A [`Registry`] is an immutable snapshot built from the node file; [`reload`] swaps snapshots
 //! when the file changes and keeps the last good one when an edit is broken.
 
+pub mod geo;
 pub mod reload;
 
 use std::collections::{BTreeMap, HashMap};
