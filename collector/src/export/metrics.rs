@@ -29,6 +29,7 @@ use crate::aggregate::{
 use crate::pipeline::Shared;
 use crate::resolve::geo::Geo;
 use crate::resolve::Registry;
+use rustc_hash::FxHashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use vpslens_parsers::ParseError;
@@ -59,7 +60,7 @@ pub fn seconds_buckets() -> [f64; 19] {
     b
 }
 
-/// Per-node views computed under the aggregator lock.
+/// Per-node views, keyed and ordered by label values.
 struct NodeViews {
     requests: BTreeMap<(String, u16, u8, u16), u64>,
     duration: BTreeMap<String, Histogram>,
@@ -68,49 +69,85 @@ struct NodeViews {
     unregistered: BTreeMap<(u16, u16, u16, u16), u64>,
 }
 
-fn node_views(agg: &Aggregator) -> NodeViews {
-    let mut v = NodeViews {
-        requests: BTreeMap::new(),
-        duration: BTreeMap::new(),
-        last_seen: BTreeMap::new(),
-        mismatch: BTreeMap::new(),
-        unregistered: BTreeMap::new(),
-    };
+/// What a scrape copies out of the aggregator while holding its lock: ids and numbers only
+/// (no label strings, no ordering), so ingestion waits as little as possible.
+struct Snapshot {
+    node_names: Vec<String>,
+    requests: FxHashMap<(u32, u16, u8, u16), u64>,
+    duration: FxHashMap<u32, Histogram>,
+    nodes: Vec<(u32, crate::aggregate::NodeStats)>,
+    unregistered: Vec<((u16, u16, u16, u16), u64)>,
+}
+
+fn snapshot(agg: &Aggregator) -> Snapshot {
+    let mut requests = FxHashMap::default();
+    let mut duration: FxHashMap<u32, Histogram> = FxHashMap::default();
     for (k, s) in agg.series() {
-        let name = agg.node_name(k.node);
-        *v.requests
-            .entry((name.to_owned(), k.route, k.method, k.code))
+        *requests
+            .entry((k.node, k.route, k.method, k.code))
             .or_insert(0) += s.requests;
-        v.duration
-            .entry(name.to_owned())
-            .or_default()
-            .merge(&s.duration_ms);
+        duration.entry(k.node).or_default().merge(&s.duration_ms);
     }
-    for (id, n) in agg.all_node_stats() {
-        let name = agg.node_name(id).to_owned();
-        if n.last_seen_ms > 0 {
-            v.last_seen.insert(name.clone(), n.last_seen_ms);
+    Snapshot {
+        node_names: agg.node_names.clone(),
+        requests,
+        duration,
+        nodes: agg.all_node_stats().map(|(id, n)| (id, *n)).collect(),
+        unregistered: agg
+            .unregistered()
+            .map(|(k, c)| ((k.route, k.code, k.country, k.asn), *c))
+            .collect(),
+    }
+}
+
+impl From<Snapshot> for NodeViews {
+    /// Names and orders a snapshot, after the lock was released.
+    fn from(s: Snapshot) -> NodeViews {
+        let name = |id: u32| {
+            s.node_names
+                .get(id as usize)
+                .map_or(crate::aggregate::OTHER, String::as_str)
+                .to_owned()
+        };
+        let mut v = NodeViews {
+            requests: BTreeMap::new(),
+            duration: BTreeMap::new(),
+            last_seen: BTreeMap::new(),
+            mismatch: BTreeMap::new(),
+            unregistered: BTreeMap::new(),
+        };
+        for ((node, route, method, code), c) in &s.requests {
+            *v.requests
+                .entry((name(*node), *route, *method, *code))
+                .or_insert(0) += c;
         }
-        if n.identity_mismatch > 0 {
-            v.mismatch.insert(name, n.identity_mismatch);
+        for (node, h) in &s.duration {
+            v.duration.entry(name(*node)).or_default().merge(h);
         }
+        for (id, n) in &s.nodes {
+            if n.last_seen_ms > 0 {
+                v.last_seen.insert(name(*id), n.last_seen_ms);
+            }
+            if n.identity_mismatch > 0 {
+                v.mismatch.insert(name(*id), n.identity_mismatch);
+            }
+        }
+        for (k, c) in s.unregistered {
+            *v.unregistered.entry(k).or_insert(0) += c;
+        }
+        v
     }
-    for (k, c) in agg.unregistered() {
-        *v.unregistered
-            .entry((k.route, k.code, k.country, k.asn))
-            .or_insert(0) += c;
-    }
-    v
 }
 
 /// Renders the `/metrics` body: every `vpslens_*` family.
 pub fn render(shared: &Shared, dialect: Dialect) -> String {
     let registry = shared.registry.current();
     let mut w = Writer::new(dialect);
-    let (views, counters) = {
+    let (snap, counters) = {
         let agg = shared.lock();
-        (node_views(&agg), SelfCounters::from(&*agg))
+        (snapshot(&agg), SelfCounters::from(&*agg))
     };
+    let views = NodeViews::from(snap);
     render_nodes(
         &mut w,
         &views,
