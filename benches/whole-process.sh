@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# Whole-process bench: vpslens replay vs mtail (peer) on the same generated Istio JSON log.
+# Whole-process bench: `vpslens replay` vs `mtail --one_shot` (the peer, Debian package mtail,
+# program benches/mtail/istio_json.mtail) on the same generated, seeded Istio JSON log, plus
+# vpslens on the same requests as Istio TEXT and CRI-wrapped JSON, and on all cores.
 #   LINES=1000000 NODES=3000 UNREGISTERED_PCT=20 benches/whole-process.sh
-# Prints CPU seconds, lines per CPU-second and peak RSS for both, and the ratios.
+# Prints CPU seconds, lines per CPU-second and peak RSS of every run, and the ratios.
+# With the defaults the log has 200,000 distinct unregistered client addresses.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LINES="${LINES:-1000000}"
 NODES="${NODES:-3000}"
 PCT="${UNREGISTERED_PCT:-20}"
 DIR="${BENCH_DIR:-target/bench-load}"
+CORES="$(nproc)"
 
 cargo build --release -q -p vpslens -p vpslens-benches
-if [[ ! -f "$DIR/access.log" || "$(wc -l < "$DIR/access.log")" -ne "$LINES" ]]; then
-  target/release/gen-load "$DIR" "$LINES" "$NODES" "$PCT"
-fi
+gen() { # format file
+  local stamp="$DIR/.$2.params"
+  if [[ ! -f "$DIR/$2" || "$(cat "$stamp" 2>/dev/null)" != "$LINES $NODES $PCT v2" ]]; then
+    target/release/gen-load "$DIR" "$LINES" "$NODES" "$PCT" "$1"
+    echo "$LINES $NODES $PCT v2" > "$stamp"
+  fi
+}
+gen json access.log
+gen text access-text.log
+gen cri access-cri.log
 
 measure() { # name, command...
   local name="$1"; shift
@@ -20,17 +31,36 @@ measure() { # name, command...
   read -r user sys rss wall < "$DIR/$name.time"
   local cpu; cpu="$(echo "$user + $sys" | bc -l)"
   local rate; rate="$(echo "$LINES / $cpu" | bc -l)"
-  printf '%-8s cpu=%.2fs wall=%.2fs lines/cpu-s=%.0f peak_rss=%.0fMiB\n' "$name" "$cpu" "$wall" "$rate" "$(echo "$rss / 1024" | bc -l)"
+  printf '%-16s cpu=%6.2fs wall=%6.2fs lines/cpu-s=%9.0f lines/wall-s=%9.0f peak_rss=%5.0fMiB\n' \
+    "$name" "$cpu" "$wall" "$rate" "$(echo "$LINES / $wall" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
   echo "$rate $rss" > "$DIR/$name.result"
 }
 
-measure vpslens target/release/vpslens replay --registry "$DIR/registry.yaml" \
-  --metrics-out "$DIR/vpslens.prom" "$DIR/access.log"
+replay() { # name threads file
+  measure "$1" target/release/vpslens replay --parse-threads "$2" \
+    --registry "$DIR/registry.yaml" --metrics-out "$DIR/$1.prom" "$DIR/$3"
+}
+
+replay vpslens-json 1 access.log
+replay vpslens-text 1 access-text.log
+replay vpslens-cri 1 access-cri.log
+replay "vpslens-json-${CORES}t" "$CORES" access.log
 measure mtail mtail --one_shot --one_shot_format=prometheus --progs benches/mtail \
   --logs "$DIR/access.log" --logtostderr
 
-read -r v_rate v_rss < "$DIR/vpslens.result"
+read -r v_rate v_rss < "$DIR/vpslens-json.result"
+read -r t_rate _ < "$DIR/vpslens-text.result"
+read -r c_rate _ < "$DIR/vpslens-cri.result"
 read -r m_rate m_rss < "$DIR/mtail.result"
 printf 'ratio   throughput vpslens/mtail = %.1fx   peak RSS vpslens/mtail = %.3f\n' \
   "$(echo "$v_rate / $m_rate" | bc -l)" "$(echo "$v_rss / $m_rss" | bc -l)"
-grep -E '^\(unregistered\)|^lines:' "$DIR/vpslens.out" || true
+printf 'ratio   text/json = %.2f   cri/json = %.2f (lines per CPU-second, 1 thread)\n' \
+  "$(echo "$t_rate / $v_rate" | bc -l)" "$(echo "$c_rate / $v_rate" | bc -l)"
+# Same results whichever format or thread count (the registry-load timestamp aside).
+for other in vpslens-text vpslens-cri "vpslens-json-${CORES}t"; do
+  if ! diff -q <(grep -v _timestamp_seconds "$DIR/vpslens-json.prom" | grep -v '^vpslens_source_') \
+    <(grep -v _timestamp_seconds "$DIR/$other.prom" | grep -v '^vpslens_source_') >/dev/null; then
+    echo "WARNING: $other exposition differs from vpslens-json"
+  fi
+done
+grep -E '^\(unregistered\)|^lines:' "$DIR/vpslens-json.out" || true

@@ -224,8 +224,9 @@ impl RouteTable {
     /// Classifies a logged path (`%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%`, query included). The
     /// query string is dropped before matching; only `node_id` and `node_type` are read from it.
     pub fn classify(&self, path: &str) -> RequestTarget {
-        let (path_only, query) = match path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
+        let (path_only, query) = match memchr::memchr(b'?', path.as_bytes()) {
+            // `?` is ASCII: both sides are on char boundaries.
+            Some(q) => (path.get(..q).unwrap_or(path), path.get(q + 1..)),
             None => (path, None),
         };
         // A wildcard-free template matches exactly its own text: one hash lookup. A wildcard
@@ -336,7 +337,7 @@ fn identity_params(query: &str) -> (Option<u32>, Option<NodeType>) {
     let mut node_type = None;
     let mut seen_id = false;
     let mut seen_type = false;
-    for pair in query.split('&') {
+    for pair in query.split(|c| c == '&') {
         if let Some(v) = pair.strip_prefix("node_id=") {
             if !seen_id {
                 seen_id = true;
