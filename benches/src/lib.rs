@@ -33,7 +33,12 @@ pub fn line(seq: u64, nodes: u32, unregistered_pct: u64) -> String {
     let ip = if unregistered {
         // One address per line (10.0.0.0/8 holds 16M): 20% of 1M lines = 200,000 distinct
         // unregistered clients, the worst case for the heavy-hitter summary.
-        format!("10.{}.{}.{}", (seq >> 16) & 255, (seq >> 8) & 255, seq & 255)
+        format!(
+            "10.{}.{}.{}",
+            (seq >> 16) & 255,
+            (seq >> 8) & 255,
+            seq & 255
+        )
     } else {
         node_ip(node)
     };

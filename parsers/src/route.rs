@@ -337,7 +337,7 @@ fn identity_params(query: &str) -> (Option<u32>, Option<NodeType>) {
     let mut node_type = None;
     let mut seen_id = false;
     let mut seen_type = false;
-    for pair in query.split(|c| c == '&') {
+    for pair in query.split('&') {
         if let Some(v) = pair.strip_prefix("node_id=") {
             if !seen_id {
                 seen_id = true;

@@ -5,6 +5,9 @@
 
 use std::io::{BufWriter, Write};
 
+/// A line generator: (sequence number, nodes, unregistered percent) → line.
+type LineFn = fn(u64, u32, u64) -> String;
+
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let dir = args.get(1).map_or("target/bench-load", String::as_str);
@@ -15,7 +18,7 @@ fn main() -> std::io::Result<()> {
     let nodes: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3000);
     let pct: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(20);
     let format = args.get(5).map_or("json", String::as_str);
-    let (file, make): (&str, fn(u64, u32, u64) -> String) = match format {
+    let (file, make): (&str, LineFn) = match format {
         "json" => ("access.log", vpslens_benches::line),
         "text" => ("access-text.log", vpslens_benches::text_line),
         "cri" => ("access-cri.log", vpslens_benches::cri_line),

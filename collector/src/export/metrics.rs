@@ -139,6 +139,13 @@ impl From<Snapshot> for NodeViews {
     }
 }
 
+/// The part of a `/metrics` scrape that blocks ingestion: takes the aggregator lock, copies
+/// the ids and numbers the scrape needs, releases the lock. Returns how many (node, route,
+/// method, code) series were copied. For benches and tests; [`render`] calls the same code.
+pub fn snapshot_series(shared: &Shared) -> usize {
+    snapshot(&shared.lock()).requests.len()
+}
+
 /// Renders the `/metrics` body: every `vpslens_*` family.
 pub fn render(shared: &Shared, dialect: Dialect) -> String {
     let registry = shared.registry.current();
