@@ -8,7 +8,7 @@
 //! [x-forwarded-for docs](https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_conn_man/headers#x-forwarded-for)
 //! and `Envoy::Http::Utility::getLastAddressFromXFF`.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use thiserror::Error;
@@ -131,14 +131,20 @@ pub fn parse_socket_ip(s: &str) -> Option<IpAddr> {
             return None;
         }
         IpAddr::V6(Ipv6Addr::from_str(host).ok()?)
-    } else if let Ok(ip) = IpAddr::from_str(s) {
-        ip
     } else {
-        let (host, port) = s.rsplit_once(':')?;
-        if host.contains(':') || !valid_port(port) {
-            return None;
+        // One parse: no colon = bare IPv4; one colon = `IPv4:port` (IPv6 needs two or more);
+        // more = bare IPv6 (a bracket-less IPv6 with a port is ambiguous and rejected).
+        let mut colons = memchr::memchr_iter(b':', s.as_bytes());
+        match (colons.next(), colons.next()) {
+            (Some(at), None) => {
+                let (host, port) = (s.get(..at)?, s.get(at + 1..)?);
+                if !valid_port(port) {
+                    return None;
+                }
+                IpAddr::V4(Ipv4Addr::from_str(host).ok()?)
+            }
+            _ => IpAddr::from_str(s).ok()?,
         }
-        IpAddr::V4(host.parse().ok()?)
     };
     Some(ip.to_canonical())
 }

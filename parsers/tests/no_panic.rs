@@ -60,3 +60,52 @@ proptest! {
         exercise(&line);
     }
 }
+
+/// The address parser before its one-parse rewrite: std's parser first, then `ip:port`.
+fn socket_ip_reference(s: &str) -> Option<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv6Addr};
+    use std::str::FromStr;
+    let valid_port =
+        |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    let ip = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        if !after.is_empty() && !valid_port(after.strip_prefix(':')?) {
+            return None;
+        }
+        IpAddr::V6(Ipv6Addr::from_str(host).ok()?)
+    } else if let Ok(ip) = IpAddr::from_str(s) {
+        ip
+    } else {
+        let (host, port) = s.rsplit_once(':')?;
+        if host.contains(':') || !valid_port(port) {
+            return None;
+        }
+        IpAddr::V4(host.parse().ok()?)
+    };
+    Some(ip.to_canonical())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5000))]
+
+    #[test]
+    fn socket_ip_parser_equals_the_reference(s in "[0-9a-f.:\\[\\]]{0,45}") {
+        prop_assert_eq!(vpslens_parsers::client::parse_socket_ip(&s), socket_ip_reference(&s));
+    }
+
+    #[test]
+    fn socket_ip_parser_equals_the_reference_on_real_shapes(
+        a in 0u16..300, b in 0u16..300, c in 0u16..300, d in 0u16..300,
+        port in proptest::option::of(0u32..100_000),
+        v6 in any::<u128>(), which in 0u8..4,
+    ) {
+        let s = match (which, port) {
+            (0, Some(p)) => format!("{a}.{b}.{c}.{d}:{p}"),
+            (0, None) | (1, None) => format!("{a}.{b}.{c}.{d}"),
+            (1, Some(p)) => format!("[::ffff:{a}.{b}.{c}.{d}]:{p}"),
+            (2, Some(p)) => format!("[{}]:{p}", std::net::Ipv6Addr::from(v6)),
+            _ => format!("{}", std::net::Ipv6Addr::from(v6)),
+        };
+        prop_assert_eq!(vpslens_parsers::client::parse_socket_ip(&s), socket_ip_reference(&s));
+    }
+}

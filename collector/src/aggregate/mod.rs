@@ -94,6 +94,9 @@ pub struct Interner {
     cap: usize,
     /// Values that mapped to `other` because the cap was reached.
     pub overflow: u64,
+    /// Id of the last value found (0 = none yet).
+    #[serde(skip)]
+    last: u16,
 }
 
 impl Interner {
@@ -104,6 +107,7 @@ impl Interner {
             index: FxHashMap::default(),
             cap: cap.min(usize::from(u16::MAX) - 1),
             overflow: 0,
+            last: 0,
         }
     }
 
@@ -122,7 +126,18 @@ impl Interner {
     /// The id of `s`, inserting it if below the cap.
     #[inline]
     pub fn intern(&mut self, s: &str) -> u16 {
+        // Consecutive lines mostly repeat the value (one upstream cluster, `-` flags): compare
+        // with the last hit before hashing.
+        if self
+            .values
+            .get(usize::from(self.last))
+            .is_some_and(|v| v == s)
+            && self.last != 0
+        {
+            return self.last;
+        }
         if let Some(&i) = self.index.get(s) {
+            self.last = i;
             return i;
         }
         if self.values.len() > self.cap {
@@ -620,6 +635,22 @@ mod tests {
         // The cap of 1 was taken by "-" (no flags): both UF and DC overflowed.
         assert_eq!(a.flags.overflow, 2);
         assert_eq!(a.flags.values(), ["other", "-"]);
+    }
+
+    #[test]
+    fn interner_last_value_cache_returns_each_values_own_id() {
+        let mut i = Interner::new(2);
+        let a = i.intern("a");
+        let b = i.intern("b");
+        assert_ne!(a, b);
+        for (s, want) in [("b", b), ("b", b), ("a", a), ("a", a), ("b", b)] {
+            assert_eq!(i.intern(s), want, "{s}");
+        }
+        // Over the cap: `other` (0), counted every time, also right after a cached hit.
+        assert_eq!(i.intern("c"), 0);
+        assert_eq!(i.intern("c"), 0);
+        assert_eq!(i.overflow, 2);
+        assert_eq!(i.intern("a"), a);
     }
 
     #[test]
