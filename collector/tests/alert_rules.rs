@@ -150,7 +150,10 @@ fn amtool_routes_critical_alerts_to_oncall_and_the_rest_to_ops() {
     for a in oncall {
         let labels: Vec<&str> = a.split(' ').collect();
         assert!(routes_to("fleet-oncall", &labels), "{a} must page");
-        assert!(!routes_to("fleet-ops", &labels), "{a} must not go to ops only");
+        assert!(
+            !routes_to("fleet-ops", &labels),
+            "{a} must not go to ops only"
+        );
     }
     for a in ops {
         let labels: Vec<&str> = a.split(' ').collect();
@@ -170,7 +173,12 @@ fn the_rule_file_has_exactly_these_alerts_and_inhibitions_name_them() {
     assert_eq!(names, want);
     let am = load_yaml(&alertmanager_dir().join("alertmanager.yml"));
     let text = serde_json::to_string(&am["inhibit_rules"]).unwrap();
-    for name in ["VpslensDown", "VpslensNotReading", "VpsFleetSilent", "VpsNodeSilent"] {
+    for name in [
+        "VpslensDown",
+        "VpslensNotReading",
+        "VpsFleetSilent",
+        "VpsNodeSilent",
+    ] {
         assert!(text.contains(name), "no inhibit rule with {name}: {text}");
     }
 }
