@@ -163,7 +163,7 @@ fn alertmanager_example_inhibits_node_alerts_while_fleet_silent_or_collector_dow
         .to_owned();
     for node in ["jp-01", "jp-02"] {
         let a = find(&alerts, "VpsNodeSilent", Some(node)).unwrap();
-        assert_eq!(inhibited_by(a), [fleet_fp.clone()], "{a:#}");
+        assert_eq!(inhibited_by(a), std::slice::from_ref(&fleet_fp), "{a:#}");
     }
     assert!(inhibited_by(find(&alerts, "VpsFleetSilent", None).unwrap()).is_empty());
 
