@@ -144,6 +144,17 @@ fn alertmanager_example_inhibits_node_alerts_while_fleet_silent_or_collector_dow
     );
     assert!(firing_in_prometheus(&prom, "VpsFleetSilent").is_empty());
     assert!(firing_in_prometheus(&prom, "VpslensDown").is_empty());
+    // us-01 and de-01 are registered and never poll: VpsNodeNeverSeen, on real data too.
+    prom.wait_for(
+        r#"ALERTS{alertname="VpsNodeNeverSeen",alertstate="firing"}"#,
+        |s| {
+            let mut n: Vec<_> = s.iter().filter_map(|x| x.label("node")).collect();
+            n.sort_unstable();
+            n == ["de-01", "us-01"]
+        },
+        WAIT,
+    )
+    .unwrap();
 
     // 2. jp-01 stops too: the fleet is silent and its alert inhibits the node alerts.
     on.store(false, Ordering::Relaxed);
