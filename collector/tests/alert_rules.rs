@@ -1,7 +1,9 @@
 //! The alerting artefacts under `k8s/alerts/`, checked with the real tools:
 //! - `promtool check rules` and `promtool test rules` (the unit tests prove every alert fires
 //!   when it should and stays silent when it should not);
-//! - `amtool check-config` on the Alertmanager example;
+//! - `amtool check-config` on the Alertmanager example (`k8s/alertmanager/`) and
+//!   `amtool config routes test` for where each alert is routed (inhibition with a real
+//!   Prometheus and Alertmanager: `alertmanager_inhibit.rs`);
 //! - the `PrometheusRule` copy carries exactly the plain rule file's groups.
 //!
 //! A missing `promtool`/`amtool` fails the test (never skips): run `scripts/install-deps.sh`.
@@ -14,14 +16,20 @@ use std::process::Command;
 use serde_json::Value;
 
 /// The alerts an operator of the fleet relies on; each must exist and be unit-tested.
-const ALERTS: [&str; 7] = [
+const ALERTS: [&str; 13] = [
     "VpsNodeSilent",
+    "VpsNodeNeverSeen",
     "VpsNodeErrorRateHigh",
     "VpsNodeLatencyHigh",
+    "VpsNodeLatencyOutlier",
+    "VpsNodeIdentityMismatch",
+    "VpsFleetSilent",
     "VpslensUnregisteredTraffic",
+    "VpslensUnregisteredTrafficSpike",
+    "VpslensDown",
+    "VpslensNotReading",
     "VpslensParseErrors",
     "VpslensRegistryReloadFailing",
-    "VpslensDown",
 ];
 
 fn repo() -> PathBuf {
@@ -32,22 +40,33 @@ fn alerts_dir() -> PathBuf {
     repo().join("k8s").join("alerts")
 }
 
-/// Runs `tool args…` in `dir` and returns stdout; panics with the full output on failure.
-fn run(name: &str, args: &[&str], dir: &Path) -> String {
+fn alertmanager_dir() -> PathBuf {
+    repo().join("k8s").join("alertmanager")
+}
+
+/// Runs `tool args…` in `dir`: (success, stdout, stderr).
+fn try_run(name: &str, args: &[&str], dir: &Path) -> (bool, String, String) {
     let bin = vpslens_testkit::bins::require(name);
     let out = Command::new(&bin)
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
+    (
         out.status.success(),
-        "`{name} {}` (in {}) failed with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `tool args…` in `dir` and returns stdout; panics with the full output on failure.
+fn run(name: &str, args: &[&str], dir: &Path) -> String {
+    let (ok, stdout, stderr) = try_run(name, args, dir);
+    assert!(
+        ok,
+        "`{name} {}` (in {}) failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         args.join(" "),
         dir.display(),
-        out.status
     );
     stdout
 }
@@ -82,10 +101,86 @@ fn promtool_unit_tests_pass() {
 fn amtool_accepts_the_alertmanager_example() {
     let out = run(
         "amtool",
-        &["check-config", "alertmanager-example.yml"],
-        &alerts_dir(),
+        &["check-config", "alertmanager.yml"],
+        &alertmanager_dir(),
     );
     assert!(out.contains("SUCCESS"), "{out}");
+}
+
+/// `amtool config routes test --verify.receivers=R labels…`: true when the alert lands at R.
+fn routes_to(receiver: &str, labels: &[&str]) -> bool {
+    let verify = format!("--verify.receivers={receiver}");
+    let mut args = vec![
+        "config",
+        "routes",
+        "test",
+        "--config.file=alertmanager.yml",
+        verify.as_str(),
+    ];
+    args.extend_from_slice(labels);
+    let (ok, stdout, stderr) = try_run("amtool", &args, &alertmanager_dir());
+    if !ok {
+        assert!(
+            stdout.contains("did not match") || stderr.contains("did not match"),
+            "amtool failed for another reason:\n{stdout}\n{stderr}"
+        );
+    }
+    ok
+}
+
+#[test]
+fn amtool_routes_critical_alerts_to_oncall_and_the_rest_to_ops() {
+    let oncall = [
+        "alertname=VpsNodeSilent severity=critical node=jp-01",
+        "alertname=VpsFleetSilent severity=critical",
+        "alertname=VpslensDown severity=critical instance=gw-a:9464 job=vpslens",
+        "alertname=VpslensNotReading severity=critical namespace=istio-system pod=gw-a",
+    ];
+    let ops = [
+        "alertname=VpsNodeNeverSeen severity=warning node=jp-01",
+        "alertname=VpsNodeErrorRateHigh severity=warning node=jp-01",
+        "alertname=VpsNodeLatencyHigh severity=warning node=jp-01",
+        "alertname=VpsNodeLatencyOutlier severity=warning node=jp-01",
+        "alertname=VpsNodeIdentityMismatch severity=warning node=jp-01",
+        "alertname=VpslensUnregisteredTraffic severity=warning",
+        "alertname=VpslensUnregisteredTrafficSpike severity=warning",
+        "alertname=VpslensParseErrors severity=warning instance=gw-a:9464",
+        "alertname=VpslensRegistryReloadFailing severity=warning instance=gw-a:9464",
+    ];
+    for a in oncall {
+        let labels: Vec<&str> = a.split(' ').collect();
+        assert!(routes_to("fleet-oncall", &labels), "{a} must page");
+        assert!(
+            !routes_to("fleet-ops", &labels),
+            "{a} must not go to ops only"
+        );
+    }
+    for a in ops {
+        let labels: Vec<&str> = a.split(' ').collect();
+        assert!(routes_to("fleet-ops", &labels), "{a} must go to ops");
+        assert!(!routes_to("fleet-oncall", &labels), "{a} must not page");
+    }
+}
+
+#[test]
+fn the_rule_file_has_exactly_these_alerts_and_inhibitions_name_them() {
+    let plain = load_yaml(&alerts_dir().join("vpslens-rules.yaml"));
+    let names: BTreeSet<String> = rules(&plain)
+        .iter()
+        .filter_map(|r| r["alert"].as_str().map(str::to_owned))
+        .collect();
+    let want: BTreeSet<String> = ALERTS.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(names, want);
+    let am = load_yaml(&alertmanager_dir().join("alertmanager.yml"));
+    let text = serde_json::to_string(&am["inhibit_rules"]).unwrap();
+    for name in [
+        "VpslensDown",
+        "VpslensNotReading",
+        "VpsFleetSilent",
+        "VpsNodeSilent",
+    ] {
+        assert!(text.contains(name), "no inhibit rule with {name}: {text}");
+    }
 }
 
 #[test]

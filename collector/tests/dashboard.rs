@@ -1,44 +1,47 @@
-//! `dashboards/vpslens-nodes.json`: every query uses only metrics vpslens exports, every panel
-//! has a non-empty query, the datasource is the `${datasource}` variable, and `promtool` parses
-//! every expression (as a recording rule, after substituting the dashboard's variables).
+//! The Grafana dashboards (`dashboards/vpslens-fleet.json`, `dashboards/vpslens-node.json`), their
+//! provisioning files, and the PromQL of the alert rules (`k8s/alerts/vpslens-rules.yaml`):
 //!
-//! A missing `promtool` fails the test (never skips): run `scripts/install-deps.sh`.
+//! - every dashboard has the `${datasource}` variable as the data source of every panel and
+//!   target, a current schemaVersion, unique panel ids;
+//! - every panel query, variable query and rule expression uses only metric names that
+//!   `collector/src/export/metrics.rs` defines (read from that file), plus `envoy_server_live`
+//!   of the gateway's own Envoy for `VpslensNotReading`;
+//! - `promtool` parses every expression (after substituting the dashboard variables);
+//! - against a real Prometheus that scrapes vpslens fed by a real Envoy (and that Envoy's own
+//!   `/stats/prometheus`), every panel and variable query returns data, every rule expression
+//!   evaluates, and every series selector inside a rule expression returns data.
+//!
+//! A missing `promtool`/`prometheus`/`envoy` fails the test (never skips): run
+//! `scripts/install-deps.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
+use vpslens_testkit::client::{send, TestRequest};
+use vpslens_testkit::envoy::{EnvoyGateway, EnvoyOptions};
+use vpslens_testkit::process::free_port;
+use vpslens_testkit::prometheus::{Prometheus, PrometheusOptions};
+use vpslens_testkit::upstream::XboardStub;
 
-/// Every family vpslens exports (`/metrics` and `/metrics/istio`) that a dashboard may use.
-const METRICS: &[&str] = &[
-    "vpslens_node_requests_total",
-    "vpslens_node_request_duration_seconds",
-    "vpslens_node_last_seen_timestamp_seconds",
-    "vpslens_node_info",
-    "vpslens_unregistered_requests_total",
-    "vpslens_lines_total",
-    "vpslens_parse_errors_total",
-    "vpslens_registry_nodes",
-    "vpslens_registry_reloads_total",
-    "vpslens_registry_last_reload_successful",
-    "vpslens_registry_last_reload_success_timestamp_seconds",
-    "vpslens_source_read_lag_bytes",
-    "vpslens_source_rotations_total",
-    "vpslens_source_truncations_total",
-    "vpslens_source_long_lines_skipped_total",
-    "vpslens_checkpoint_writes_total",
-    "istio_requests_total",
-    "istio_request_duration_milliseconds",
-];
+const DASHBOARDS: [&str; 2] = ["vpslens-fleet.json", "vpslens-node.json"];
 
 /// Histogram families (their `_bucket`, `_sum`, `_count` series are allowed).
-const HISTOGRAMS: &[&str] = &[
-    "vpslens_node_request_duration_seconds",
-    "istio_request_duration_milliseconds",
-];
+const HISTOGRAMS: &[&str] = &["vpslens_node_request_duration_seconds"];
 
-/// Grafana variables and the concrete values substituted for `promtool`.
+/// Metrics a rule may use that vpslens does not export: the gateway Envoy's liveness (Istio's
+/// merged metrics on :15020 include Envoy's `server.*` stats). The live test scrapes a real
+/// Envoy's `/stats/prometheus` and requires it there.
+const FOREIGN: &[&str] = &["envoy_server_live"];
+
+/// Grafana variables and the concrete values substituted for the checks.
 const VARIABLES: &[(&str, &str)] = &[
     ("$__rate_interval", "1m"),
     ("$__interval", "1m"),
@@ -48,15 +51,38 @@ const VARIABLES: &[(&str, &str)] = &[
     ("$app", ".*"),
 ];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+fn dashboards_dir() -> PathBuf {
+    common::repo().join("dashboards")
 }
 
-fn dashboard() -> Value {
-    let path = repo().join("dashboards").join("vpslens-nodes.json");
+fn dashboard(name: &str) -> Value {
+    let path = dashboards_dir().join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every family name `metrics.rs` renders (the quoted `vpslens_…` strings in that file).
+fn exported_metrics() -> BTreeSet<String> {
+    let path = common::repo().join("collector/src/export/metrics.rs");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut out = BTreeSet::new();
+    for part in text.split('"').skip(1).step_by(2) {
+        if part.starts_with("vpslens_") && part.bytes().all(|c| c.is_ascii_lowercase() || c == b'_')
+        {
+            out.insert(part.to_owned());
+        }
+    }
+    assert!(
+        out.len() >= 20,
+        "only {} names in {}",
+        out.len(),
+        path.display()
+    );
+    for h in HISTOGRAMS {
+        assert!(out.contains(*h), "{h} not in metrics.rs");
+    }
+    out
 }
 
 /// All panels, including those nested in (collapsed) rows.
@@ -73,7 +99,7 @@ fn panels(d: &Value) -> Vec<&Value> {
 }
 
 /// `(where, expr)` for every panel target.
-fn panel_exprs(d: &Value) -> Vec<(String, String)> {
+fn panel_exprs(name: &str, d: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in panels(d) {
         if p["type"] == "row" {
@@ -81,28 +107,34 @@ fn panel_exprs(d: &Value) -> Vec<(String, String)> {
         }
         let title = p["title"].as_str().unwrap_or("?");
         let targets = p["targets"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-        assert!(!targets.is_empty(), "panel {title:?} has no targets");
+        assert!(
+            !targets.is_empty(),
+            "{name}: panel {title:?} has no targets"
+        );
         for t in targets {
             let r = t["refId"].as_str().unwrap_or("?");
             let expr = t["expr"].as_str().unwrap_or_default();
             assert!(
                 !expr.trim().is_empty(),
-                "panel {title:?} target {r}: empty expr"
+                "{name}: panel {title:?} target {r}: empty expr"
             );
-            out.push((format!("panel {title:?} target {r}"), expr.to_string()));
+            out.push((
+                format!("{name}: panel {title:?} target {r}"),
+                expr.to_string(),
+            ));
         }
     }
     out
 }
 
-/// `(name, query)` for every query variable (`label_values(SELECTOR, label)` → `SELECTOR`).
-fn variable_selectors(d: &Value) -> Vec<(String, String)> {
+/// `(name, selector)` for every query variable (`label_values(SELECTOR, label)` → `SELECTOR`).
+fn variable_selectors(name: &str, d: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for v in d["templating"]["list"].as_array().into_iter().flatten() {
         if v["type"] != "query" {
             continue;
         }
-        let name = v["name"].as_str().unwrap_or("?").to_string();
+        let var = v["name"].as_str().unwrap_or("?").to_string();
         let q = v["query"]["query"]
             .as_str()
             .or_else(|| v["query"].as_str())
@@ -112,27 +144,73 @@ fn variable_selectors(d: &Value) -> Vec<(String, String)> {
             .and_then(|s| s.strip_suffix(')'))
             .and_then(|s| s.rsplit_once(','))
             .map(|(sel, _label)| sel.trim())
-            .unwrap_or_else(|| panic!("variable {name}: not label_values(SELECTOR, label): {q}"));
-        assert!(!inner.is_empty(), "variable {name}: empty selector");
-        out.push((format!("variable {name}"), inner.to_string()));
+            .unwrap_or_else(|| panic!("variable {var}: not label_values(SELECTOR, label): {q}"));
+        assert!(!inner.is_empty(), "variable {var}: empty selector");
+        out.push((format!("{name}: variable {var}"), inner.to_string()));
     }
     out
 }
 
-/// `vpslens_…` / `istio_…` identifiers in `expr` (`[a-z_]+`, starting at a name boundary).
+/// `(where, expr)` for every rule of the alert rule file.
+fn rule_exprs() -> Vec<(String, String)> {
+    let path = common::repo().join("k8s/alerts/vpslens-rules.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v: Value = serde_norway::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for g in v["groups"].as_array().expect("groups") {
+        for r in g["rules"].as_array().expect("rules") {
+            let name = r["alert"].as_str().or(r["record"].as_str()).unwrap();
+            out.push((
+                format!("rule {name}"),
+                r["expr"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    assert!(out.len() >= 13, "only {} rules", out.len());
+    out
+}
+
+fn all_dashboard_exprs() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for name in DASHBOARDS {
+        let d = dashboard(name);
+        out.extend(panel_exprs(name, &d));
+        out.extend(variable_selectors(name, &d));
+    }
+    out
+}
+
+/// `vpslens_…` / `istio_…` / `envoy_…` identifiers in `expr` (`[a-z_]+` at a name boundary).
 fn metric_names(expr: &str) -> Vec<String> {
+    selectors(expr).into_iter().map(|(n, _)| n).collect()
+}
+
+/// `(metric name, full selector)` for every `vpslens_…`/`istio_…`/`envoy_…` vector selector:
+/// the name plus its `{…}` matchers when present.
+fn selectors(expr: &str) -> Vec<(String, String)> {
     let b = expr.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
         let boundary = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
-        if boundary && (b[i..].starts_with(b"vpslens_") || b[i..].starts_with(b"istio_")) {
+        let prefixed = [&b"vpslens_"[..], b"istio_", b"envoy_"]
+            .iter()
+            .any(|p| b[i..].starts_with(p));
+        if boundary && prefixed {
             let end = b[i..]
                 .iter()
                 .position(|c| !(c.is_ascii_lowercase() || *c == b'_'))
                 .map_or(b.len(), |n| i + n);
-            out.push(expr[i..end].to_string());
-            i = end;
+            let name = expr[i..end].to_string();
+            let mut sel_end = end;
+            if b.get(end) == Some(&b'{') {
+                sel_end = b[end..]
+                    .iter()
+                    .position(|c| *c == b'}')
+                    .map_or(b.len(), |n| end + n + 1);
+            }
+            out.push((name, expr[i..sel_end].to_string()));
+            i = sel_end;
         } else {
             i += 1;
         }
@@ -140,17 +218,18 @@ fn metric_names(expr: &str) -> Vec<String> {
     out
 }
 
-fn known(name: &str) -> bool {
-    METRICS.contains(&name)
+fn known(exported: &BTreeSet<String>, name: &str) -> bool {
+    exported.contains(name)
+        || FOREIGN.contains(&name)
         || ["_bucket", "_sum", "_count"].iter().any(|s| {
             name.strip_suffix(s)
                 .is_some_and(|base| HISTOGRAMS.contains(&base))
         })
 }
 
-fn substitute(expr: &str) -> String {
+fn substitute(expr: &str, vars: &[(&str, &str)]) -> String {
     let mut s = expr.to_string();
-    for (var, val) in VARIABLES {
+    for (var, val) in vars {
         s = s.replace(&format!("${{{}}}", &var[1..]), val);
         s = s.replace(var, val);
     }
@@ -158,33 +237,46 @@ fn substitute(expr: &str) -> String {
 }
 
 #[test]
-fn metric_name_scanner_strips_nothing_it_should_not() {
-    let e = "histogram_quantile(0.9, sum by (le) (rate(vpslens_node_request_duration_seconds_bucket{x=\"istio-system\"}[1m]))) / vpslens_nope_total";
+fn metric_name_scanner_finds_names_and_selectors() {
+    let e = "histogram_quantile(0.9, sum by (le) (rate(vpslens_node_request_duration_seconds_bucket{x=\"istio-system\"}[1m]))) / vpslens_nope_total and on (pod) envoy_server_live";
     assert_eq!(
         metric_names(e),
         [
             "vpslens_node_request_duration_seconds_bucket",
-            "vpslens_nope_total"
+            "vpslens_nope_total",
+            "envoy_server_live"
         ]
     );
-    assert!(known("vpslens_node_request_duration_seconds_count"));
-    assert!(!known("vpslens_node_requests_total_count"));
-    assert!(!known("vpslens_nope_total"));
+    assert_eq!(
+        selectors(e)[0].1,
+        "vpslens_node_request_duration_seconds_bucket{x=\"istio-system\"}"
+    );
+    let exported = exported_metrics();
+    assert!(exported.contains("vpslens_node_identity_mismatch_total"));
+    assert!(known(
+        &exported,
+        "vpslens_node_request_duration_seconds_count"
+    ));
+    assert!(!known(&exported, "vpslens_node_requests_total_count"));
+    assert!(!known(&exported, "vpslens_nope_total"));
+    assert!(!known(&exported, "envoy_cluster_upstream_rq_total"));
 }
 
 #[test]
-fn every_query_is_non_empty_and_uses_only_exported_metrics() {
-    let d = dashboard();
-    let mut exprs = panel_exprs(&d);
-    assert!(exprs.len() >= 20, "only {} panel queries", exprs.len());
-    exprs.extend(variable_selectors(&d));
+fn every_dashboard_and_rule_query_uses_only_exported_metrics() {
+    let exported = exported_metrics();
+    let exprs: Vec<_> = all_dashboard_exprs()
+        .into_iter()
+        .chain(rule_exprs())
+        .collect();
+    assert!(exprs.len() >= 60, "only {} queries", exprs.len());
     let mut bad = Vec::new();
     for (at, expr) in &exprs {
         let names = metric_names(expr);
-        if names.is_empty() {
+        if names.is_empty() && !expr.contains("up{job=\"vpslens\"}") {
             bad.push(format!("{at}: uses no vpslens metric: {expr}"));
         }
-        for n in names.iter().filter(|n| !known(n)) {
+        for n in names.iter().filter(|n| !known(&exported, n)) {
             bad.push(format!("{at}: unknown metric {n}: {expr}"));
         }
     }
@@ -192,76 +284,281 @@ fn every_query_is_non_empty_and_uses_only_exported_metrics() {
 }
 
 #[test]
-fn datasource_and_variables() {
-    let d = dashboard();
-    let vars = d["templating"]["list"].as_array().expect("templating.list");
-    let var = |n: &str| {
-        vars.iter()
-            .find(|v| v["name"] == n)
-            .unwrap_or_else(|| panic!("variable {n} missing"))
-    };
-    let ds = var("datasource");
-    assert_eq!(ds["type"], "datasource");
-    assert_eq!(ds["query"], "prometheus");
-    for n in ["node", "region", "app"] {
-        let v = var(n);
-        assert_eq!(v["type"], "query", "{n}");
-        assert_eq!(v["multi"], true, "{n} must be multi-value");
-        assert_eq!(v["datasource"]["uid"], "${datasource}", "{n}");
-    }
-    let (_, node_sel) = variable_selectors(&d)
-        .into_iter()
-        .find(|(at, _)| at == "variable node")
-        .expect("node variable query");
-    assert!(node_sel.starts_with("vpslens_node_info"), "{node_sel}");
-    for p in panels(&d).into_iter().filter(|p| p["type"] != "row") {
-        let title = p["title"].as_str().unwrap_or("?");
-        assert_eq!(p["datasource"]["uid"], "${datasource}", "panel {title:?}");
-        for t in p["targets"].as_array().into_iter().flatten() {
-            assert_eq!(t["datasource"]["uid"], "${datasource}", "panel {title:?}");
+fn exactly_two_dashboards_with_datasource_variable_and_current_schema() {
+    let mut found: Vec<String> = std::fs::read_dir(dashboards_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    found.sort();
+    assert_eq!(found, DASHBOARDS);
+    let mut uids = BTreeSet::new();
+    for name in DASHBOARDS {
+        let d = dashboard(name);
+        let schema = d["schemaVersion"].as_u64().unwrap_or(0);
+        assert!(
+            (39..=41).contains(&schema),
+            "{name}: schemaVersion {schema}"
+        );
+        assert!(
+            uids.insert(d["uid"].as_str().unwrap().to_owned()),
+            "{name}: uid"
+        );
+        let vars = d["templating"]["list"].as_array().expect("templating.list");
+        let var = |n: &str| {
+            vars.iter()
+                .find(|v| v["name"] == n)
+                .unwrap_or_else(|| panic!("{name}: variable {n} missing"))
+        };
+        let ds = var("datasource");
+        assert_eq!(ds["type"], "datasource");
+        assert_eq!(ds["query"], "prometheus");
+        let node = var("node");
+        assert_eq!(node["type"], "query", "{name}");
+        assert_eq!(node["datasource"]["uid"], "${datasource}", "{name}");
+        for p in panels(&d).into_iter().filter(|p| p["type"] != "row") {
+            let title = p["title"].as_str().unwrap_or("?");
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{name}: {title:?}");
+            for t in p["targets"].as_array().into_iter().flatten() {
+                assert_eq!(t["datasource"]["uid"], "${datasource}", "{name}: {title:?}");
+            }
         }
+        let ids: Vec<_> = panels(&d).iter().map(|p| p["id"].as_u64()).collect();
+        let unique: BTreeSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "{name}: duplicate panel ids");
     }
-    let ids: Vec<_> = panels(&d).iter().map(|p| p["id"].as_u64()).collect();
-    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
-    assert_eq!(unique.len(), ids.len(), "duplicate panel ids");
+    // Fleet overview: multi-value node filter; node detail: exactly one node.
+    let fleet = dashboard("vpslens-fleet.json");
+    let detail = dashboard("vpslens-node.json");
+    let node_var = |d: &Value| {
+        d["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "node")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(node_var(&fleet)["multi"], true);
+    assert_eq!(node_var(&detail)["multi"], false);
+    let titles = |d: &Value| -> Vec<String> {
+        panels(d)
+            .iter()
+            .filter_map(|p| p["title"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let ft = titles(&fleet);
+    for want in [
+        "Request rate by node",
+        "Error % by node (5xx + no response)",
+        "Latency p50 by node",
+        "Latency p99 by node",
+        "Silent nodes (details)",
+        "Top unregistered traffic by country",
+    ] {
+        assert!(ft.iter().any(|t| t == want), "fleet overview: no {want:?}");
+    }
+    let country = panel_exprs("fleet", &fleet)
+        .into_iter()
+        .find(|(at, _)| at.contains("by country"))
+        .unwrap()
+        .1;
+    assert_eq!(
+        country,
+        "topk(10, sum by (country) (rate(vpslens_unregistered_requests_total[5m])))"
+    );
+    let dt = titles(&detail);
+    for want in [
+        "Requests by route",
+        "Requests by status code",
+        "Errors by route and code",
+    ] {
+        assert!(dt.iter().any(|t| t == want), "node detail: no {want:?}");
+    }
 }
 
 #[test]
-fn promtool_parses_every_query() {
-    let d = dashboard();
+fn provisioning_files_point_grafana_at_the_dashboards() {
+    let read = |f: &str| -> Value {
+        let p = dashboards_dir().join("provisioning").join(f);
+        serde_norway::from_str(&std::fs::read_to_string(&p).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let prov = read("dashboards.yaml");
+    assert_eq!(prov["apiVersion"], 1);
+    let p = &prov["providers"][0];
+    assert_eq!(p["type"], "file");
+    assert!(p["options"]["path"].as_str().unwrap().starts_with('/'));
+    let ds = read("datasource.yaml");
+    assert_eq!(ds["apiVersion"], 1);
+    assert_eq!(ds["datasources"][0]["type"], "prometheus");
+    assert!(ds["datasources"][0]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http"));
+}
+
+#[test]
+fn promtool_parses_every_dashboard_and_rule_query() {
     let mut rules = Vec::new();
-    for (i, (at, expr)) in panel_exprs(&d)
+    for (i, (at, expr)) in all_dashboard_exprs()
         .into_iter()
-        .chain(variable_selectors(&d))
+        .chain(rule_exprs())
         .enumerate()
     {
-        let expr = substitute(&expr);
+        let expr = substitute(&expr, VARIABLES);
         assert!(
             !expr.contains('$'),
             "{at}: unsubstituted variable in {expr}"
         );
-        rules.push(
-            json!({"record": format!("dashboard:query_{i}"), "expr": expr, "labels": {"at": at}}),
-        );
+        rules.push(json!({"record": format!("query:n{i}"), "expr": expr, "labels": {"at": at}}));
     }
     // JSON is YAML: promtool reads the rule file as is.
-    let file = json!({"groups": [{"name": "dashboard-queries", "rules": rules}]});
-    let dir = std::env::temp_dir().join(format!("vpslens-dashboard-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("queries.rules.yaml");
+    let file = json!({"groups": [{"name": "queries", "rules": rules}]});
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queries.rules.yaml");
     std::fs::write(&path, serde_json::to_string_pretty(&file).unwrap()).unwrap();
-
     let promtool = vpslens_testkit::bins::require("promtool");
     let out = Command::new(&promtool)
         .args(["check", "rules"])
         .arg(&path)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", promtool.display()));
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         out.status.success(),
-        "promtool rejects a dashboard query:\n{}{}",
+        "promtool rejects a query:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // And a broken query is rejected (the check can fail).
+    let broken = json!({"groups": [{"name": "q", "rules": [{"record": "x:y", "expr": "sum by (node (vpslens_node_info)"}]}]});
+    std::fs::write(&path, broken.to_string()).unwrap();
+    let out = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "promtool accepted a broken query");
+}
+
+/// The end-to-end registry plus `sg-01`, registered but never seen (so the silent-node panels
+/// have a row).
+fn registry() -> String {
+    format!(
+        "{}  - name: sg-01\n    addresses: [\"192.0.2.200\"]\n    node_id: 9\n    labels: {{app: xrayr, region: sg, provider: aws}}\n",
+        common::REGISTRY
+    )
+}
+
+#[test]
+fn every_query_returns_data_from_vpslens_fed_by_real_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let stub = XboardStub::start().unwrap();
+    let envoy = EnvoyGateway::start(EnvoyOptions::new(stub.addr())).unwrap();
+    let reg = dir.path().join("nodes.yaml");
+    std::fs::write(&reg, registry()).unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    let _vpslens = common::spawn_vpslens(
+        &reg,
+        &dir.path().join("state"),
+        listen,
+        envoy.access_log_path(),
+        &[],
+    )
+    .unwrap();
+    // vpslens and the gateway's Envoy as in one gateway pod: the same namespace/pod labels
+    // (VpslensNotReading joins on them).
+    let pod_labels = json!({"namespace": "istio-system", "pod": "istio-ingressgateway-test"});
+    let prom = Prometheus::start_with(
+        PrometheusOptions::new(&[listen], Duration::from_millis(500))
+            .target_label("namespace", "istio-system")
+            .target_label("pod", "istio-ingressgateway-test")
+            .scrape_config(json!({
+                "job_name": "envoy-stats",
+                "metrics_path": "/stats/prometheus",
+                "static_configs": [{"targets": [envoy.admin_addr().to_string()], "labels": pod_labels}]
+            })),
+    )
+    .unwrap();
+
+    // Traffic: the end-to-end plan (4 nodes, 5xx, 4xx, an unregistered client), one request
+    // from jp-01's address claiming node_id 2 (identity mismatch) and a malformed line.
+    let plan = common::plan(3);
+    for p in &plan {
+        assert_eq!(send(envoy.listener_addr(), &p.req).unwrap(), p.code);
+    }
+    let path = format!(
+        "/api/v1/server/UniProxy/config?node_id=2&node_type=vless&token={}",
+        common::TOKEN
+    );
+    let mismatch = TestRequest::get(&path).from_str_ip("203.0.113.11").unwrap();
+    assert_eq!(send(envoy.listener_addr(), &mismatch).unwrap(), 200);
+    envoy
+        .wait_for_log_lines(plan.len() + 1, Duration::from_secs(20))
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(envoy.access_log_path())
+        .unwrap()
+        .write_all(b"{\"this is\": not an access-log line\n")
+        .unwrap();
+    let ready = [
+        "vpslens_node_identity_mismatch_total",
+        r#"vpslens_lines_total{result="malformed"} > 0"#,
+        r#"envoy_server_live{job="envoy-stats"} == 1"#,
+        // two samples after the traffic, so rate() has data
+        "count_over_time(vpslens_node_requests_total[1m]) > 2",
+    ];
+    for q in ready {
+        prom.wait_for(q, |s| !s.is_empty(), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{q}: {e:#}"));
+    }
+    // A few more scrapes so every rate window has several samples after the last change.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut empty = Vec::new();
+    for name in DASHBOARDS {
+        let d = dashboard(name);
+        // The node detail dashboard shows one node: jp-02 has 5xx answers.
+        let node = if name == "vpslens-node.json" {
+            "jp-02"
+        } else {
+            "jp-01|jp-02|sg-01"
+        };
+        let mut vars = VARIABLES.to_vec();
+        vars.retain(|(v, _)| *v != "$node");
+        vars.insert(0, ("$node", node));
+        for (at, expr) in panel_exprs(name, &d) {
+            let q = substitute(&expr, &vars);
+            match prom.query(&q) {
+                Ok(s) if !s.is_empty() => {}
+                Ok(_) => empty.push(format!("{at}: no data: {q}")),
+                Err(e) => empty.push(format!("{at}: error {e:#}")),
+            }
+        }
+        for (at, sel) in variable_selectors(name, &d) {
+            let q = format!("count({})", substitute(&sel, &vars));
+            if prom.query(&q).map(|s| s.is_empty()).unwrap_or(true) {
+                empty.push(format!("{at}: no data: {q}"));
+            }
+        }
+    }
+    for (at, expr) in rule_exprs() {
+        if let Err(e) = prom.query(&expr) {
+            empty.push(format!("{at}: error {e:#}"));
+        }
+        let mut sels: Vec<String> = selectors(&expr).into_iter().map(|(_, s)| s).collect();
+        if expr.contains("up{job=\"vpslens\"}") {
+            sels.push("up{job=\"vpslens\"}".to_owned());
+        }
+        for sel in sels {
+            let q = format!("count({sel})");
+            if prom.query(&q).map(|s| s.is_empty()).unwrap_or(true) {
+                empty.push(format!("{at}: selector without data: {sel}"));
+            }
+        }
+    }
+    assert!(empty.is_empty(), "{}", empty.join("\n"));
 }

