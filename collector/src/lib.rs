@@ -36,6 +36,9 @@ pub enum Error {
     /// Registry problem at start-up.
     #[error(transparent)]
     Registry(#[from] resolve::RegistryError),
+    /// A `file_sd` entry cannot be set up.
+    #[error(transparent)]
+    FileSd(#[from] resolve::sources::file_sd::FileSdError),
     /// Source/checkpoint problem at start-up.
     #[error(transparent)]
     Source(#[from] source::SourceError),

@@ -50,6 +50,7 @@ fn broken_edit_keeps_last_good_registry_and_is_reported() {
             client: Default::default(),
             routes: Default::default(),
             limits: Limits::default(),
+            attribute_unregistered_by_node_id: false,
         },
         IstioConfig::default(),
         h.clone(),

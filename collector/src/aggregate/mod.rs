@@ -172,6 +172,9 @@ pub struct NodeStats {
     pub last_seen_ms: i64,
     /// Requests whose `node_id` differs from the registry's `node_id` for this node.
     pub identity_mismatch: u64,
+    /// Requests from an unregistered address attributed to this node by their `node_id`.
+    #[serde(default)]
+    pub node_id_fallback: u64,
 }
 
 /// Key of unregistered-client counters (no per-IP label, by design).
@@ -229,6 +232,9 @@ pub struct Event<'a> {
     pub start_time_ms: i64,
     /// True when the request's `node_id` contradicts the registry's id for this node.
     pub identity_mismatch: bool,
+    /// True when the node was found by the request's `node_id`, not by its address
+    /// (`attribute_unregistered_by_node_id`).
+    pub node_id_fallback: bool,
     /// The client address, set only for unregistered clients (heavy-hitter tracking).
     pub client: Option<IpAddr>,
 }
@@ -401,6 +407,9 @@ impl Aggregator {
         if ev.identity_mismatch {
             n.identity_mismatch += 1;
         }
+        if ev.node_id_fallback {
+            n.node_id_fallback += 1;
+        }
     }
 
     /// Every series, unordered.
@@ -527,6 +536,7 @@ mod tests {
             bytes_sent: 100,
             start_time_ms: 1_000,
             identity_mismatch: false,
+            node_id_fallback: false,
             client: None,
         }
     }

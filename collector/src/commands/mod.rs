@@ -29,6 +29,7 @@ pub(crate) fn shared(s: &Settings, registry: Arc<RegistryHandle>) -> Arc<Shared>
             client: s.client,
             routes: s.routes.clone(),
             limits: s.limits,
+            attribute_unregistered_by_node_id: s.attribute_unregistered_by_node_id,
         },
         s.istio.clone(),
         registry,

@@ -10,7 +10,13 @@
 //! - `vpslens_node_info{node,node_id,<registry labels>}` — 1 per registered node.
 //! - `vpslens_node_identity_mismatch_total{node}` — requests whose `node_id` contradicts the
 //!   registry.
+//! - `vpslens_node_id_fallback_total{node}` — requests from unregistered addresses attributed by
+//!   their `node_id` (`attribute_unregistered_by_node_id`).
 //! - `vpslens_unregistered_requests_total{route,code}` — clients not in the registry; no IP label.
+//!
+//! Registry self-metrics: `vpslens_registry_*` describe the merged registry in force;
+//! `vpslens_registry_source_*{source}` describe each source kind (`file`, `workload_entry`,
+//! `file_sd`; several `file_sd` entries are summed).
 //!
 //! Istio-shaped families for Kiali are defined in [`super::istio`] and served by
 //! [`render_istio`] at `/metrics/istio`. Self-metrics follow below.
@@ -37,6 +43,8 @@ pub const NODE_LAST_SEEN: &str = "vpslens_node_last_seen_timestamp_seconds";
 pub const NODE_INFO: &str = "vpslens_node_info";
 /// `vpslens_node_identity_mismatch_total`.
 pub const NODE_IDENTITY_MISMATCH: &str = "vpslens_node_identity_mismatch_total";
+/// `vpslens_node_id_fallback_total`.
+pub const NODE_ID_FALLBACK: &str = "vpslens_node_id_fallback_total";
 /// `vpslens_unregistered_requests_total`.
 pub const UNREGISTERED_REQUESTS: &str = "vpslens_unregistered_requests_total";
 /// `vpslens_lines_total`.
@@ -59,6 +67,7 @@ struct NodeViews {
     duration: BTreeMap<String, Histogram>,
     last_seen: BTreeMap<String, i64>,
     mismatch: BTreeMap<String, u64>,
+    fallback: BTreeMap<String, u64>,
     unregistered: BTreeMap<(u16, u16), u64>,
 }
 
@@ -68,6 +77,7 @@ fn node_views(agg: &Aggregator) -> NodeViews {
         duration: BTreeMap::new(),
         last_seen: BTreeMap::new(),
         mismatch: BTreeMap::new(),
+        fallback: BTreeMap::new(),
         unregistered: BTreeMap::new(),
     };
     for (k, s) in agg.series() {
@@ -86,7 +96,10 @@ fn node_views(agg: &Aggregator) -> NodeViews {
             v.last_seen.insert(name.clone(), n.last_seen_ms);
         }
         if n.identity_mismatch > 0 {
-            v.mismatch.insert(name, n.identity_mismatch);
+            v.mismatch.insert(name.clone(), n.identity_mismatch);
+        }
+        if n.node_id_fallback > 0 {
+            v.fallback.insert(name, n.node_id_fallback);
         }
     }
     for (k, c) in agg.unregistered() {
@@ -236,6 +249,15 @@ fn render_nodes(w: &mut Writer, v: &NodeViews, registry: &Registry, c: &SelfCoun
     }
 
     w.family(
+        NODE_ID_FALLBACK,
+        "Requests from an address in no registry entry, attributed to the node by their node_id query parameter (attribute_unregistered_by_node_id; spoofable).",
+        Kind::Counter,
+    );
+    for (node, n) in &v.fallback {
+        w.sample_u64(NODE_ID_FALLBACK, &[("node", node)], *n);
+    }
+
+    w.family(
         UNREGISTERED_REQUESTS,
         "Requests from client addresses that are in no registry entry, by route template and HTTP status.",
         Kind::Counter,
@@ -331,6 +353,7 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
         Kind::Gauge,
     );
     w.sample_u64(name, &[], h.last_success_seconds.load(Ordering::Relaxed));
+    render_sources(w, h);
 
     let s = &shared.sources;
     for (name, help, v) in [
@@ -391,4 +414,57 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
         Kind::Gauge,
     );
     w.sample_u64(name, &[], u64::from(shared.ready.load(Ordering::Acquire)));
+}
+
+fn render_sources(w: &mut Writer, h: &crate::resolve::reload::RegistryHandle) {
+    let stats = h.source_stats();
+    type Get = fn(&crate::resolve::reload::SourceStats) -> u64;
+    let gauges: [(&str, &str, Get); 5] = [
+        (
+            "vpslens_registry_source_nodes",
+            "Nodes in the source's last good node list (before the merge).",
+            |s| s.nodes,
+        ),
+        (
+            "vpslens_registry_source_skipped_entries",
+            "Entries of the source's last good input that yielded no node (no name label, no usable address).",
+            |s| s.skipped,
+        ),
+        (
+            "vpslens_registry_source_shadowed_nodes",
+            "Nodes of the source dropped by the merge because a higher-precedence source names the same node.",
+            |s| s.shadowed,
+        ),
+        (
+            "vpslens_registry_source_last_reload_successful",
+            "1 if the latest update of every instance of the source succeeded, 0 if one failed (its last good list is still in force) or has not been tried yet.",
+            |s| s.last_successful,
+        ),
+        (
+            "vpslens_registry_source_last_success_timestamp_seconds",
+            "Unix time of the source's latest successful update (or unchanged poll); the oldest among its instances, 0 if one never succeeded.",
+            |s| s.last_success_seconds,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        w.family(name, help, Kind::Gauge);
+        for (kind, s) in &stats {
+            w.sample_u64(name, &[("source", kind.label())], get(s));
+        }
+    }
+    let name = "vpslens_registry_source_reloads_total";
+    w.family(
+        name,
+        "Registry source updates, by result: success (new list merged), unchanged (HTTP 304 or identical content), failure (last good list kept).",
+        Kind::Counter,
+    );
+    for (kind, s) in &stats {
+        for (result, v) in [
+            ("success", s.success),
+            ("unchanged", s.unchanged),
+            ("failure", s.failure),
+        ] {
+            w.sample_u64(name, &[("source", kind.label()), ("result", result)], v);
+        }
+    }
 }

@@ -296,7 +296,7 @@ pub async fn run(handle: Arc<RegistryHandle>, cfg: WorkloadEntryConfig, client: 
                         }
                     }
                 }
-                if changed && !relist {
+                if changed {
                     let _ = handle.apply(id, SourceUpdate::Replace(state.list()));
                 }
                 if relist {
