@@ -328,7 +328,11 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
     );
     w.sample_u64(name, &[], registry.conflicts().len() as u64);
     let name = "vpslens_registry_reloads_total";
-    w.family(name, "Registry load attempts, by result.", Kind::Counter);
+    w.family(
+        name,
+        "Registry updates from all sources, by result: success = a new merged registry swapped in, failure = a source update rejected (its last good node list kept).",
+        Kind::Counter,
+    );
     w.sample_u64(
         name,
         &[("result", "success")],
@@ -342,14 +346,14 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
     let name = "vpslens_registry_last_reload_successful";
     w.family(
         name,
-        "1 if the latest registry load succeeded, 0 if it failed and the previous registry is still in force.",
+        "1 if the latest update of every registry source succeeded, 0 if one failed and its last good node list is still in force.",
         Kind::Gauge,
     );
     w.sample_u64(name, &[], h.last_successful.load(Ordering::Relaxed));
     let name = "vpslens_registry_last_reload_success_timestamp_seconds";
     w.family(
         name,
-        "Unix time of the latest successful registry load.",
+        "Unix time of the latest successful registry update (a new merged registry swapped in).",
         Kind::Gauge,
     );
     w.sample_u64(name, &[], h.last_success_seconds.load(Ordering::Relaxed));

@@ -271,6 +271,20 @@ pub fn redact_url(url: &reqwest::Url) -> String {
     u.to_string()
 }
 
+/// The error and its causes, joined by `: `, without the request URL (which may carry a
+/// token in its query string).
+fn error_chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut out = e.to_string();
+    let mut cur = std::error::Error::source(&e);
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
 enum Origin {
     File(PathBuf),
     Http {
@@ -335,7 +349,7 @@ impl FileSdPoller {
                     .build()
                     .map_err(|e| FileSdError::Http {
                         url: label.clone(),
-                        message: e.without_url().to_string(),
+                        message: error_chain(e),
                     })?;
                 (Origin::Http { url, client }, label)
             }
@@ -440,7 +454,7 @@ impl FileSdPoller {
             Origin::Http { url, client } => {
                 let http = |e: reqwest::Error| FileSdError::Http {
                     url: self.label.clone(),
-                    message: e.without_url().to_string(),
+                    message: error_chain(e),
                 };
                 let mut req = client
                     .get(url.clone())
