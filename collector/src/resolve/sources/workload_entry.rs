@@ -27,7 +27,7 @@ use kube::discovery::ApiResource;
 use serde::Deserialize;
 
 use super::super::reload::RegistryHandle;
-use super::super::{parse_net, NodeSpec};
+use super::super::{parse_net, NodeSpec, MAX_NODE_NAME};
 use super::{usable_labels, SourceId, SourceList, SourceUpdate};
 
 /// Default label holding the Xboard node id.
@@ -180,6 +180,10 @@ impl WatchState {
     }
 
     fn to_node(&self, name: &str, obj: &DynamicObject) -> Result<NodeSpec, String> {
+        if name.len() > MAX_NODE_NAME {
+            // Kubernetes allows 253 bytes; the `node` label allows fewer.
+            return Err(format!("metadata.name longer than {MAX_NODE_NAME} bytes"));
+        }
         let spec: Spec = match obj.data.get("spec") {
             Some(s) => Spec::deserialize(s).map_err(|e| format!("bad spec: {e}"))?,
             None => Spec::default(),
