@@ -1,4 +1,4 @@
-//! The node file source (`registry:`): a YAML or JSON [`RegistryFile`](super::super::RegistryFile).
+//! The node file source (`registry:`): a YAML or JSON [`crate::resolve::RegistryFile`].
 //!
 //! Watching and re-reading are done by [`reload`](super::super::reload) (file events plus a
 //! poll, only when the bytes changed); this module only turns bytes into a [`SourceList`].
