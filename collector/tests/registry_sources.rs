@@ -653,3 +653,33 @@ fn node_id_fallback_attributes_unregistered_addresses_only_when_enabled() {
         }
     }
 }
+
+#[test]
+fn replay_reads_file_sd_sources_like_run() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path().join("targets.json");
+    std::fs::write(
+        &sd,
+        r#"[{"targets": ["203.0.113.11:9100"], "labels": {"name": "jp-01"}}]"#,
+    )
+    .unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, format!("file_sd:\n  - path: {}\n", sd.display())).unwrap();
+    let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/access-istio-json.log");
+    let cli = vpslens::cli::Cli::parse_from([
+        "vpslens",
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    let vpslens::cli::Command::Replay(args) = cli.command else {
+        panic!("not a replay");
+    };
+    let table = vpslens::commands::replay::replay(&args).unwrap();
+    // jp-01 is the fixture node at 203.0.113.11 (fixtures/expected.json: 41 requests).
+    let row = table.lines().find(|l| l.starts_with("jp-01")).unwrap();
+    assert_eq!(row.split_whitespace().nth(1), Some("41"), "{table}");
+    assert!(!table.contains("us-01"), "only file_sd nodes: {table}");
+}
