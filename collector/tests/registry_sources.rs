@@ -683,3 +683,105 @@ fn replay_reads_file_sd_sources_like_run() {
     assert_eq!(row.split_whitespace().nth(1), Some("41"), "{table}");
     assert!(!table.contains("us-01"), "only file_sd nodes: {table}");
 }
+
+const RUN_V1: &str = r#"[
+  {"targets": ["203.0.113.11:9100"], "labels": {"name": "jp-01", "node_id": "1"}},
+  {"targets": ["192.0.2.200:9100"], "labels": {"name": "sg-01", "node_id": "5"}}
+]"#;
+const RUN_V2: &str = r#"[
+  {"targets": ["203.0.113.12:9100"], "labels": {"name": "jp-02", "node_id": "2"}}
+]"#;
+
+/// The `vpslens run` binary with a node file and a file_sd URL: both sources are merged,
+/// file_sd changes are followed without a restart, the `node_id` fallback attributes sg-01
+/// (whose real address 192.0.2.50 is in no source), and the URL's token is never printed.
+#[test]
+fn run_binary_merges_node_file_and_file_sd_and_follows_changes() {
+    use vpslens_testkit::process::free_port;
+    use vpslens_testkit::vpslens::{metric_value, Vpslens};
+    let rt = rt();
+    let state = Arc::new(Mutex::new(Fleet {
+        reply: Some(Reply::Doc {
+            body: RUN_V1,
+            etag: "\"r1\"",
+        }),
+        ..Fleet::default()
+    }));
+    let base = rt.block_on(serve(
+        axum::Router::new()
+            .route("/targets.json", get(fleet))
+            .with_state(state.clone()),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = node_file(
+        dir.path(),
+        "nodes:\n  - name: us-01\n    addresses: [198.51.100.0/28]\n",
+    );
+    let log = dir.path().join("access.log");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/access-istio-json.log"),
+        &log,
+    )
+    .unwrap();
+    let listen = format!("127.0.0.1:{}", free_port().unwrap());
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {listen}\nregistry: {}\nsources: [{}]\nread_from: beginning\nattribute_unregistered_by_node_id: true\nfile_sd:\n  - url: {base}/targets.json?token=SECRET-IN-QUERY\n    refresh_seconds: 1\n",
+            nodes.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mut p = Vpslens::run(
+        Path::new(env!("CARGO_BIN_EXE_vpslens")),
+        &["run", "--config", config.to_str().unwrap()],
+    )
+    .unwrap();
+    let addr = listen.parse().unwrap();
+    let body = p
+        .wait_for_scrape(
+            addr,
+            // sg-01 sends 41 fixture requests from 192.0.2.50, which no source lists; 40 carry
+            // node_id=5, one (`/admin/login`) carries none and stays unregistered.
+            |b| metric_value(b, "vpslens_node_id_fallback_total{node=\"sg-01\"") == Some(40.0),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    for node in ["jp-01", "us-01", "sg-01"] {
+        assert!(
+            metric_value(
+                &body,
+                &format!("vpslens_node_last_seen_timestamp_seconds{{node=\"{node}\"")
+            )
+            .is_some(),
+            "{node} attributed:\n{body}"
+        );
+    }
+    assert_eq!(
+        metric_value(&body, "vpslens_unregistered_requests_total{route=\"other\""),
+        Some(1.0)
+    );
+    assert_eq!(metric_value(&body, "vpslens_registry_nodes"), Some(3.0));
+
+    state.lock().unwrap().reply = Some(Reply::Doc {
+        body: RUN_V2,
+        etag: "\"r2\"",
+    });
+    let body = p
+        .wait_for_scrape(
+            addr,
+            |b| {
+                b.contains("vpslens_node_info{node=\"jp-02\"")
+                    && !b.contains("vpslens_node_info{node=\"jp-01\"")
+            },
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert!(body.contains("vpslens_node_info{node=\"us-01\"} 1"));
+    let seen = state.lock().unwrap().seen.clone();
+    assert!(seen.contains(&Some("\"r1\"".to_string())), "{seen:?}");
+    p.stop_graceful().unwrap();
+    assert!(!p.output().contains("SECRET-IN-QUERY"), "{}", p.output());
+}
