@@ -443,3 +443,71 @@ fn watch_loop(handle: &RegistryHandle, path: &Path, poll: Duration) {
         let _ = handle.reload_if_changed();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::sources::SourceList;
+
+    fn list(nodes: &[(&str, &str)]) -> SourceUpdate {
+        SourceUpdate::Replace(SourceList {
+            nodes: nodes
+                .iter()
+                .map(|(n, a)| NodeSpec {
+                    name: (*n).into(),
+                    addresses: vec![(*a).into()],
+                    node_id: None,
+                    labels: BTreeMap::new(),
+                })
+                .collect(),
+            skipped: 0,
+        })
+    }
+
+    fn stats(h: &RegistryHandle, kind: SourceKind) -> SourceStats {
+        h.source_stats()
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, s)| s)
+            .unwrap()
+    }
+
+    #[test]
+    fn invalid_list_keeps_the_sources_last_good_list_and_instances_sum_per_kind() {
+        let h = RegistryHandle::with_sources(None, [SourceId::file_sd(0), SourceId::file_sd(1)])
+            .unwrap();
+        assert_eq!(h.sources_attempted(), (0, 2));
+        assert_eq!(stats(&h, SourceKind::FileSd).last_successful, 0, "untried");
+        h.apply(SourceId::file_sd(0), list(&[("a", "192.0.2.1")]))
+            .unwrap();
+        h.apply(SourceId::file_sd(1), list(&[("b", "192.0.2.2")]))
+            .unwrap();
+        assert_eq!(h.current().nodes().len(), 2);
+        let s = stats(&h, SourceKind::FileSd);
+        assert_eq!((s.nodes, s.success, s.last_successful), (2, 2, 1));
+
+        // An invalid node (bad address) rejects that instance's update only.
+        let gen = h.generation();
+        assert!(h
+            .apply(SourceId::file_sd(1), list(&[("c", "not-an-ip")]))
+            .is_err());
+        assert_eq!(h.generation(), gen);
+        assert!(h.current().index_of("b").is_some(), "last good kept");
+        let s = stats(&h, SourceKind::FileSd);
+        assert_eq!((s.nodes, s.failure, s.last_successful), (2, 1, 0));
+        assert_eq!(h.last_successful.load(Ordering::Relaxed), 0);
+
+        // Instance 0 reporting "unchanged" does not hide instance 1's failure.
+        h.apply(SourceId::file_sd(0), SourceUpdate::Unchanged)
+            .unwrap();
+        assert_eq!(stats(&h, SourceKind::FileSd).last_successful, 0);
+        assert_eq!(stats(&h, SourceKind::FileSd).unchanged, 1);
+
+        // Recovery; an emptied source removes its nodes from the merge.
+        h.apply(SourceId::file_sd(1), list(&[])).unwrap();
+        assert_eq!(stats(&h, SourceKind::FileSd).last_successful, 1);
+        assert_eq!(h.last_successful.load(Ordering::Relaxed), 1);
+        assert!(h.current().index_of("b").is_none());
+        assert_eq!(h.current().nodes().len(), 1);
+    }
+}
