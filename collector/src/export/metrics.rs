@@ -422,7 +422,7 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
 
 fn render_sources(w: &mut Writer, h: &crate::resolve::reload::RegistryHandle) {
     let stats = h.source_stats();
-    type Get = fn(&crate::resolve::reload::SourceStats) -> u64;
+    type Get = fn(&crate::resolve::reload::RegistrySourceStats) -> u64;
     let gauges: [(&str, &str, Get); 5] = [
         (
             "vpslens_registry_source_nodes",

@@ -42,7 +42,7 @@ struct SourceState {
 /// Per-kind view of the sources for the `vpslens_registry_source_*` metrics (instances of one
 /// kind, e.g. several `file_sd` entries, are summed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SourceStats {
+pub struct RegistrySourceStats {
     /// Nodes in the last good lists.
     pub nodes: u64,
     /// Input entries that yielded no node in the last good lists.
@@ -304,17 +304,17 @@ impl RegistryHandle {
 
     /// Per-kind statistics of the registered sources, in precedence order (kinds without a
     /// registered source are absent).
-    pub fn source_stats(&self) -> Vec<(SourceKind, SourceStats)> {
+    pub fn source_stats(&self) -> Vec<(SourceKind, RegistrySourceStats)> {
         let sources = lock(&self.sources);
-        let mut out: Vec<(SourceKind, SourceStats)> = Vec::new();
+        let mut out: Vec<(SourceKind, RegistrySourceStats)> = Vec::new();
         for (id, st) in sources.iter() {
             if out.last().is_none_or(|(k, _)| *k != id.kind) {
                 out.push((
                     id.kind,
-                    SourceStats {
+                    RegistrySourceStats {
                         last_successful: 1,
                         last_success_seconds: u64::MAX,
-                        ..SourceStats::default()
+                        ..RegistrySourceStats::default()
                     },
                 ));
             }
@@ -464,7 +464,7 @@ mod tests {
         })
     }
 
-    fn stats(h: &RegistryHandle, kind: SourceKind) -> SourceStats {
+    fn stats(h: &RegistryHandle, kind: SourceKind) -> RegistrySourceStats {
         h.source_stats()
             .into_iter()
             .find(|(k, _)| *k == kind)
