@@ -127,6 +127,7 @@ fn benches(c: &mut Criterion) {
                 bytes_sent: 90 + (h >> 17) % 4000,
                 start_time_ms: 1_795_400_000_000 + i64::try_from(i).unwrap_or(0),
                 identity_mismatch: false,
+                node_id_fallback: false,
                 client: Some(std::net::IpAddr::from([10, 0, (i >> 8) as u8, i as u8])),
                 geo: Default::default(),
             }
@@ -239,6 +240,7 @@ fn scrape_100k() -> Arc<Shared> {
                             bytes_sent: 100,
                             start_time_ms: 1_795_400_000_000,
                             identity_mismatch: false,
+                            node_id_fallback: false,
                             client: None,
                             geo: Default::default(),
                         });
@@ -331,6 +333,7 @@ fn geoip(c: &mut Criterion, batch: &[Line<'_>], bytes: u64) {
             limits: Limits::default(),
             geo: Some(geo),
             parse_threads: 1,
+            attribute_unregistered_by_node_id: false,
         },
         IstioConfig::default(),
         Arc::new(RegistryHandle::fixed(reg)),

@@ -3,6 +3,11 @@
 //! ```yaml
 //! listen: 0.0.0.0:9464
 //! registry: /etc/vpslens/nodes.yaml
+//! file_sd:
+//!   - url: http://fleet-manager/targets.json
+//!     refresh_seconds: 30
+//!     labels: {name: instance_name}
+//! workload_entries: {namespace: vps, label_selector: app=xrayr}
 //! sources: [/var/log/istio/access.log]
 //! state_dir: /var/lib/vpslens
 //! ```
@@ -20,6 +25,8 @@ use vpslens_parsers::LogFormat;
 use crate::aggregate::Limits;
 use crate::export::istio::IstioConfig;
 use crate::resolve::geo::GeoSettings;
+use crate::resolve::sources::file_sd::{FileSdConfig, FileSdPoller};
+use crate::resolve::sources::workload_entry::WorkloadEntryConfig;
 use crate::source::{FramingMode, ReadFrom};
 
 /// Where the client address comes from (`client_ip:`).
@@ -52,8 +59,18 @@ pub enum Format {
 pub struct FileConfig {
     /// HTTP listen address for `/metrics`, `/healthz`, `/readyz`, `/api/*`. Default `0.0.0.0:9464`.
     pub listen: Option<SocketAddr>,
-    /// Registry file (YAML or JSON). Required for `run`.
+    /// Registry node file (YAML or JSON). Default none; `run` needs at least one of
+    /// `registry`, `file_sd`, `workload_entries`. Highest merge precedence.
     pub registry: Option<PathBuf>,
+    /// Prometheus `file_sd` sources (files or HTTP URLs), merged below `registry` and
+    /// `workload_entries`; an earlier entry wins over a later one. Default none.
+    pub file_sd: Option<Vec<FileSdConfig>>,
+    /// Istio `WorkloadEntry` objects watched through the Kubernetes API (in-cluster service
+    /// account or `KUBECONFIG`), merged below `registry`. Default none.
+    pub workload_entries: Option<WorkloadEntryConfig>,
+    /// Attribute a request from an unregistered address to the node whose registry `node_id`
+    /// equals the request's `node_id` query parameter (spoofable: see README). Default `false`.
+    pub attribute_unregistered_by_node_id: Option<bool>,
     /// Access-log paths or globs. Default none (`run` requires at least one).
     pub sources: Option<Vec<String>>,
     /// Checkpoint directory. Default: none (no checkpoints; restarts start at `read_from`).
@@ -177,6 +194,12 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// See [`FileConfig::registry`].
     pub registry: Option<PathBuf>,
+    /// See [`FileConfig::file_sd`] (validated: each entry has exactly one of `path`/`url`).
+    pub file_sd: Vec<FileSdConfig>,
+    /// See [`FileConfig::workload_entries`].
+    pub workload_entries: Option<WorkloadEntryConfig>,
+    /// See [`FileConfig::attribute_unregistered_by_node_id`].
+    pub attribute_unregistered_by_node_id: bool,
     /// See [`FileConfig::sources`].
     pub sources: Vec<String>,
     /// See [`FileConfig::state_dir`].
@@ -294,6 +317,23 @@ impl Settings {
                 "geoip.node_labels needs geoip.country_database or geoip.asn_database".into(),
             ));
         }
+        let file_sd = file.file_sd.unwrap_or_default();
+        if file_sd.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::Invalid("too many file_sd entries".into()));
+        }
+        for (i, f) in file_sd.iter().enumerate() {
+            FileSdPoller::new(u16::try_from(i).unwrap_or(u16::MAX), f)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if file
+            .workload_entries
+            .as_ref()
+            .is_some_and(|w| w.namespace.is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "workload_entries.namespace must not be empty".into(),
+            ));
+        }
         let max_line_bytes = file.max_line_bytes.unwrap_or(64 * 1024);
         if max_line_bytes < 256 {
             return Err(ConfigError::Invalid("max_line_bytes must be >= 256".into()));
@@ -304,6 +344,11 @@ impl Settings {
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9464))),
             registry: flags.registry.or(file.registry),
+            file_sd,
+            workload_entries: file.workload_entries,
+            attribute_unregistered_by_node_id: file
+                .attribute_unregistered_by_node_id
+                .unwrap_or(false),
             sources: if flags.sources.is_empty() {
                 file.sources.unwrap_or_default()
             } else {
@@ -390,6 +435,34 @@ mod tests {
         assert!(Settings::merge(file, Overrides::default()).is_err());
         let s = Settings::merge(FileConfig::default(), Overrides::default()).unwrap();
         assert!(!s.geoip.enabled());
+    }
+
+    #[test]
+    fn registry_sources_parse_and_validate() {
+        let file: FileConfig = serde_norway::from_str(
+            "registry: n.yaml\nfile_sd:\n  - path: t.json\n  - url: http://fleet/t.json\n    refresh_seconds: 5\n    labels: {name: instance}\nworkload_entries: {namespace: vps, label_selector: app=xrayr}\nattribute_unregistered_by_node_id: true\n",
+        )
+        .unwrap();
+        let s = Settings::merge(file, Overrides::default()).unwrap();
+        assert_eq!(s.file_sd.len(), 2);
+        assert_eq!(s.file_sd[1].labels.as_ref().unwrap().name, "instance");
+        assert_eq!(s.file_sd[1].labels.as_ref().unwrap().node_id, "node_id");
+        assert_eq!(s.workload_entries.as_ref().unwrap().namespace, "vps");
+        assert!(s.attribute_unregistered_by_node_id);
+        let d = Settings::merge(FileConfig::default(), Overrides::default()).unwrap();
+        assert!(!d.attribute_unregistered_by_node_id, "off by default");
+        for bad in [
+            "file_sd: [{path: a, url: 'http://b'}]\n",
+            "file_sd: [{}]\n",
+            "file_sd: [{path: a, labels: {nmae: x}}]\n",
+            "workload_entries: {namespace: ''}\n",
+            "workload_entries: {namespace: vps, selector: x}\n",
+        ] {
+            let r = serde_norway::from_str::<FileConfig>(bad)
+                .map_err(|e| e.to_string())
+                .and_then(|f| Settings::merge(f, Overrides::default()).map_err(|e| e.to_string()));
+            assert!(r.is_err(), "{bad}");
+        }
     }
 
     #[test]

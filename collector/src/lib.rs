@@ -39,6 +39,9 @@ pub enum Error {
     /// A configured GeoIP database could not be opened.
     #[error(transparent)]
     GeoIp(#[from] resolve::geo::GeoError),
+    /// A `file_sd` entry cannot be set up.
+    #[error(transparent)]
+    FileSd(#[from] resolve::sources::file_sd::FileSdError),
     /// Source/checkpoint problem at start-up.
     #[error(transparent)]
     Source(#[from] source::SourceError),

@@ -39,6 +39,9 @@ pub struct PipelineConfig {
     pub parse_threads: usize,
     /// GeoIP/ASN databases for unregistered clients (and node labels), if configured.
     pub geo: Option<Arc<Geo>>,
+    /// Attribute unregistered addresses by the request's `node_id` (see
+    /// [`FileConfig::attribute_unregistered_by_node_id`](crate::config::FileConfig)).
+    pub attribute_unregistered_by_node_id: bool,
 }
 
 /// Source-stage counters (lock-free; updated by the tailer).
@@ -107,10 +110,21 @@ impl Shared {
                 limits,
                 parse_threads: 1,
                 geo: None,
+                attribute_unregistered_by_node_id: false,
             },
             crate::export::istio::IstioConfig::default(),
             Arc::new(RegistryHandle::fixed(registry)),
         )
+    }
+
+    /// Forgets the series of nodes that have been missing from the merged registry (every
+    /// source) for at least `grace_seconds`; returns how many nodes were dropped. `vpslens run`
+    /// calls it periodically.
+    pub fn sweep_removed(&self, now_seconds: u64, grace_seconds: u64) -> usize {
+        let registry = self.registry.current();
+        let registered = |n: &str| registry.index_of(n).is_some();
+        self.lock()
+            .sweep_removed(&registered, now_seconds, grace_seconds)
     }
 
     /// Locks the aggregator, recovering from a poisoned lock (a panic elsewhere must not stop
@@ -289,7 +303,15 @@ impl LineProcessor {
                 .copied()
                 .unwrap_or(self.route_other)
         };
-        let idx = self.registry.lookup(ip);
+        let mut idx = self.registry.lookup(ip);
+        let mut node_id_fallback = false;
+        if idx.is_none() && cfg.attribute_unregistered_by_node_id {
+            // Spoofable by design (see README): only for fleets without a usable registry.
+            if let Some(i) = target.node_id.and_then(|id| self.registry.node_by_id(id)) {
+                idx = Some(i);
+                node_id_fallback = true;
+            }
+        }
         let node = idx.and_then(|i| self.node_map.get(i as usize).copied());
         let identity_mismatch = match (idx.and_then(|i| self.registry.node(i)), target.node_id) {
             (Some(n), Some(claimed)) => n.node_id.is_some_and(|known| known != claimed),
@@ -307,6 +329,7 @@ impl LineProcessor {
             bytes_sent: rec.bytes_sent,
             start_time_ms: rec.start_time_ms,
             identity_mismatch,
+            node_id_fallback,
             client: if node.is_none() { Some(ip) } else { None },
             geo: GeoLabels::default(),
         })

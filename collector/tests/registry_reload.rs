@@ -52,6 +52,7 @@ fn broken_edit_keeps_last_good_registry_and_is_reported() {
             limits: Limits::default(),
             geo: None,
             parse_threads: 1,
+            attribute_unregistered_by_node_id: false,
         },
         IstioConfig::default(),
         h.clone(),

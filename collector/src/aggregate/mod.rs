@@ -206,6 +206,9 @@ pub struct NodeStats {
     pub last_seen_ms: i64,
     /// Requests whose `node_id` differs from the registry's `node_id` for this node.
     pub identity_mismatch: u64,
+    /// Requests from an unregistered address attributed to this node by their `node_id`.
+    #[serde(default)]
+    pub node_id_fallback: u64,
 }
 
 /// Key of unregistered-client counters (no per-IP label, by design).
@@ -287,6 +290,9 @@ pub struct Event<'a> {
     pub start_time_ms: i64,
     /// True when the request's `node_id` contradicts the registry's id for this node.
     pub identity_mismatch: bool,
+    /// True when the node was found by the request's `node_id`, not by its address
+    /// (`attribute_unregistered_by_node_id`).
+    pub node_id_fallback: bool,
     /// The client address, set only for unregistered clients (heavy-hitter tracking).
     pub client: Option<IpAddr>,
     /// GeoIP country/ASN of an unregistered client (default: unknown).
@@ -479,6 +485,9 @@ impl Aggregator {
         if ev.identity_mismatch {
             n.identity_mismatch += 1;
         }
+        if ev.node_id_fallback {
+            n.node_id_fallback += 1;
+        }
     }
 
     /// Every series, by node id then first appearance (deterministic for a given input order).
@@ -605,6 +614,7 @@ mod tests {
             bytes_sent: 100,
             start_time_ms: 1_000,
             identity_mismatch: false,
+            node_id_fallback: false,
             client: None,
             geo: GeoLabels::default(),
         }

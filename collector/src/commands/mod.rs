@@ -41,6 +41,7 @@ pub(crate) fn shared(
             limits: s.limits,
             parse_threads: s.parse_threads.unwrap_or(default_threads).max(1),
             geo,
+            attribute_unregistered_by_node_id: s.attribute_unregistered_by_node_id,
         },
         s.istio.clone(),
         registry,

@@ -8,6 +8,7 @@ use crate::export::exposition::Dialect;
 use crate::export::{metrics, summary};
 use crate::pipeline::LineProcessor;
 use crate::resolve::reload::RegistryHandle;
+use crate::resolve::sources::file_sd::FileSdPoller;
 use crate::source::{ReadFrom, Tailer};
 use crate::Error;
 
@@ -39,14 +40,29 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Error> {
             s.registry = Some(fixture(FIXTURE_REGISTRY));
         }
     }
-    let registry = match &s.registry {
-        Some(p) => RegistryHandle::load(p)?,
-        None => {
-            return Err(Error::Usage(
-                "replay needs --registry FILE (or a config with `registry:`)".into(),
-            ))
+    if s.registry.is_none() && s.file_sd.is_empty() {
+        return Err(Error::Usage(
+            "replay needs --registry FILE (or a config with `registry:` or `file_sd:`)".into(),
+        ));
+    }
+    let mut pollers = Vec::new();
+    for (i, f) in s.file_sd.iter().enumerate() {
+        pollers.push(FileSdPoller::new(u16::try_from(i).unwrap_or(u16::MAX), f)?);
+    }
+    let registry =
+        RegistryHandle::with_sources(s.registry.as_deref(), pollers.iter().map(FileSdPoller::id))?;
+    if !pollers.is_empty() {
+        // One poll of each file_sd source, like the first poll of `run`.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        for mut p in pollers {
+            rt.block_on(p.poll_and_apply(&registry))?;
         }
-    };
+    }
+    if s.workload_entries.is_some() {
+        tracing::warn!("replay ignores workload_entries (no Kubernetes watch in a replay)");
+    }
     for p in &s.sources {
         if !p.contains(['*', '?', '[']) && !Path::new(p).exists() {
             return Err(Error::Usage(format!("log file `{p}` does not exist")));

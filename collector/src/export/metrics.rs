@@ -15,6 +15,13 @@
 //!   registry; no IP label. `country` (ISO 3166-1 alpha-2 or `unknown`) with
 //!   `geoip.country_database`, `asn` (`AS<n>` or `unknown`) with `geoip.asn_database`, both
 //!   capped (`limits.countries`/`limits.asns`, overflow `other`).
+//! - `vpslens_node_id_fallback_total{node}` — requests from unregistered addresses attributed by
+//!   their `node_id` (`attribute_unregistered_by_node_id`).
+//! - `vpslens_unregistered_requests_total{route,code}` — clients not in the registry; no IP label.
+//!
+//! Registry self-metrics: `vpslens_registry_*` describe the merged registry in force;
+//! `vpslens_registry_source_*{source}` describe each source kind (`file`, `workload_entry`,
+//! `file_sd`; several `file_sd` entries are summed).
 //!
 //! Istio-shaped families for Kiali are defined in [`super::istio`] and served by
 //! [`render_istio`] at `/metrics/istio`. Self-metrics follow below.
@@ -44,6 +51,8 @@ pub const NODE_LAST_SEEN: &str = "vpslens_node_last_seen_timestamp_seconds";
 pub const NODE_INFO: &str = "vpslens_node_info";
 /// `vpslens_node_identity_mismatch_total`.
 pub const NODE_IDENTITY_MISMATCH: &str = "vpslens_node_identity_mismatch_total";
+/// `vpslens_node_id_fallback_total`.
+pub const NODE_ID_FALLBACK: &str = "vpslens_node_id_fallback_total";
 /// `vpslens_unregistered_requests_total`.
 pub const UNREGISTERED_REQUESTS: &str = "vpslens_unregistered_requests_total";
 /// `vpslens_lines_total`.
@@ -66,6 +75,7 @@ struct NodeViews {
     duration: BTreeMap<String, Histogram>,
     last_seen: BTreeMap<String, i64>,
     mismatch: BTreeMap<String, u64>,
+    fallback: BTreeMap<String, u64>,
     unregistered: BTreeMap<(u16, u16, u16, u16), u64>,
 }
 
@@ -114,6 +124,7 @@ impl From<Snapshot> for NodeViews {
             duration: BTreeMap::new(),
             last_seen: BTreeMap::new(),
             mismatch: BTreeMap::new(),
+            fallback: BTreeMap::new(),
             unregistered: BTreeMap::new(),
         };
         for ((node, route, method, code), c) in &s.requests {
@@ -130,6 +141,9 @@ impl From<Snapshot> for NodeViews {
             }
             if n.identity_mismatch > 0 {
                 v.mismatch.insert(name(*id), n.identity_mismatch);
+            }
+            if n.node_id_fallback > 0 {
+                v.fallback.insert(name(*id), n.node_id_fallback);
             }
         }
         for (k, c) in s.unregistered {
@@ -331,6 +345,15 @@ fn render_nodes(
     }
 
     w.family(
+        NODE_ID_FALLBACK,
+        "Requests from an address in no registry entry, attributed to the node by their node_id query parameter (attribute_unregistered_by_node_id; spoofable).",
+        Kind::Counter,
+    );
+    for (node, n) in &v.fallback {
+        w.sample_u64(NODE_ID_FALLBACK, &[("node", node)], *n);
+    }
+
+    w.family(
         UNREGISTERED_REQUESTS,
         "Requests from client addresses that are in no registry entry, by route template and HTTP status (and GeoIP country/ASN when configured).",
         Kind::Counter,
@@ -405,7 +428,11 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
     );
     w.sample_u64(name, &[], registry.conflicts().len() as u64);
     let name = "vpslens_registry_reloads_total";
-    w.family(name, "Registry load attempts, by result.", Kind::Counter);
+    w.family(
+        name,
+        "Registry updates from all sources, by result: success = a new merged registry swapped in, failure = a source update rejected (its last good node list kept).",
+        Kind::Counter,
+    );
     w.sample_u64(
         name,
         &[("result", "success")],
@@ -419,17 +446,18 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
     let name = "vpslens_registry_last_reload_successful";
     w.family(
         name,
-        "1 if the latest registry load succeeded, 0 if it failed and the previous registry is still in force.",
+        "1 if the latest update of every registry source succeeded, 0 if one failed and its last good node list is still in force.",
         Kind::Gauge,
     );
     w.sample_u64(name, &[], h.last_successful.load(Ordering::Relaxed));
     let name = "vpslens_registry_last_reload_success_timestamp_seconds";
     w.family(
         name,
-        "Unix time of the latest successful registry load.",
+        "Unix time of the latest successful registry update (a new merged registry swapped in).",
         Kind::Gauge,
     );
     w.sample_u64(name, &[], h.last_success_seconds.load(Ordering::Relaxed));
+    render_sources(w, h);
 
     let s = &shared.sources;
     for (name, help, v) in [
@@ -490,4 +518,57 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
         Kind::Gauge,
     );
     w.sample_u64(name, &[], u64::from(shared.ready.load(Ordering::Acquire)));
+}
+
+fn render_sources(w: &mut Writer, h: &crate::resolve::reload::RegistryHandle) {
+    let stats = h.source_stats();
+    type Get = fn(&crate::resolve::reload::RegistrySourceStats) -> u64;
+    let gauges: [(&str, &str, Get); 5] = [
+        (
+            "vpslens_registry_source_nodes",
+            "Nodes in the source's last good node list (before the merge).",
+            |s| s.nodes,
+        ),
+        (
+            "vpslens_registry_source_skipped_entries",
+            "Entries of the source's last good input that yielded no node (no name label, no usable address).",
+            |s| s.skipped,
+        ),
+        (
+            "vpslens_registry_source_shadowed_nodes",
+            "Nodes of the source dropped by the merge because a higher-precedence source names the same node.",
+            |s| s.shadowed,
+        ),
+        (
+            "vpslens_registry_source_last_reload_successful",
+            "1 if the latest update of every instance of the source succeeded, 0 if one failed (its last good list is still in force) or has not been tried yet.",
+            |s| s.last_successful,
+        ),
+        (
+            "vpslens_registry_source_last_success_timestamp_seconds",
+            "Unix time of the source's latest successful update (or unchanged poll); the oldest among its instances, 0 if one never succeeded.",
+            |s| s.last_success_seconds,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        w.family(name, help, Kind::Gauge);
+        for (kind, s) in &stats {
+            w.sample_u64(name, &[("source", kind.label())], get(s));
+        }
+    }
+    let name = "vpslens_registry_source_reloads_total";
+    w.family(
+        name,
+        "Registry source updates, by result: success (new list merged), unchanged (HTTP 304 or identical content), failure (last good list kept).",
+        Kind::Counter,
+    );
+    for (kind, s) in &stats {
+        for (result, v) in [
+            ("success", s.success),
+            ("unchanged", s.unchanged),
+            ("failure", s.failure),
+        ] {
+            w.sample_u64(name, &[("source", kind.label()), ("result", result)], v);
+        }
+    }
 }

@@ -1,10 +1,13 @@
 //! Resolve stage: client IP → registered VPS node.
 //!
-//! A [`Registry`] is an immutable snapshot built from the node file; [`reload`] swaps snapshots
-//! when the file changes and keeps the last good one when an edit is broken.
+//! A [`Registry`] is an immutable snapshot built from the merged node lists of the configured
+//! [`sources`] (node file, Prometheus `file_sd`, Istio `WorkloadEntry`); [`reload`] swaps
+//! snapshots when a source changes and keeps each source's last good list when an update is
+//! broken.
 
 pub mod geo;
 pub mod reload;
+pub mod sources;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -120,6 +123,8 @@ pub struct Conflict {
 pub struct Registry {
     nodes: Vec<Node>,
     by_name: HashMap<String, NodeIndex>,
+    /// Xboard node id → node; `None` when two nodes claim the same id.
+    by_node_id: HashMap<u32, Option<NodeIndex>>,
     /// Per prefix length (longest first): masked network address → node.
     v4: Vec<(u8, FxHashMap<u32, NodeIndex>)>,
     v6: Vec<(u8, FxHashMap<u128, NodeIndex>)>,
@@ -144,16 +149,7 @@ impl Registry {
     /// # Errors
     /// See [`Registry::load`].
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Registry, RegistryError> {
-        let syntax = |message: String| RegistryError::Syntax {
-            path: path.display().to_string(),
-            message,
-        };
-        let file: RegistryFile = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_slice(bytes).map_err(|e| syntax(e.to_string()))?
-        } else {
-            serde_norway::from_slice(bytes).map_err(|e| syntax(e.to_string()))?
-        };
-        Registry::build(file.nodes)
+        Registry::build(sources::node_file::parse(path, bytes)?.nodes)
     }
 
     /// Validates nodes and builds the lookup tables.
@@ -213,6 +209,12 @@ impl Registry {
                 }
             }
             reg.by_name.insert(spec.name.clone(), idx);
+            if let Some(id) = spec.node_id {
+                reg.by_node_id
+                    .entry(id)
+                    .and_modify(|e| *e = None)
+                    .or_insert(Some(idx));
+            }
             reg.nodes.push(Node {
                 name: spec.name,
                 node_id: spec.node_id,
@@ -272,6 +274,12 @@ impl Registry {
     /// A node's index by name.
     pub fn index_of(&self, name: &str) -> Option<NodeIndex> {
         self.by_name.get(name).copied()
+    }
+
+    /// The node whose registry `node_id` is `id`, if exactly one node has it (an id claimed by
+    /// two nodes resolves to none).
+    pub fn node_by_id(&self, id: u32) -> Option<NodeIndex> {
+        self.by_node_id.get(&id).copied().flatten()
     }
 
     /// Addresses claimed by more than one node (resolved to the smaller name).
@@ -383,5 +391,20 @@ mod tests {
         .unwrap();
         assert_eq!(r.nodes()[0].node_id, Some(3));
         assert_eq!(r.nodes()[0].app("x"), "xrayr");
+    }
+
+    #[test]
+    fn node_by_id_is_unique_or_none() {
+        let mut a = spec("a", &[]);
+        a.node_id = Some(1);
+        let mut b = spec("b", &[]);
+        b.node_id = Some(2);
+        let mut c = spec("c", &[]);
+        c.node_id = Some(2);
+        let r = Registry::build(vec![a, b, c]).unwrap();
+        assert_eq!(r.node_by_id(1), r.index_of("a"));
+        assert!(r.node_by_id(1).is_some());
+        assert_eq!(r.node_by_id(2), None, "ambiguous id");
+        assert_eq!(r.node_by_id(3), None);
     }
 }
