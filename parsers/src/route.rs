@@ -282,7 +282,12 @@ fn split_segments(path: &str) -> Option<([&str; MAX_SPLIT], usize)> {
 /// [`matches`] over a pre-split path.
 #[inline]
 fn matches_split(segments: &[Segment], parts: &[&str]) -> bool {
-    let mut parts = parts.iter();
+    matches_parts(segments, parts.iter().copied())
+}
+
+/// The template rule over a path's segments (after the leading `/`).
+#[inline]
+fn matches_parts<'p>(segments: &[Segment], mut parts: impl Iterator<Item = &'p str>) -> bool {
     for seg in segments {
         match seg {
             Segment::Rest => return true,
@@ -291,7 +296,7 @@ fn matches_split(segments: &[Segment], parts: &[&str]) -> bool {
                 _ => return false,
             },
             Segment::Literal(l) => {
-                if parts.next().copied() != Some(l.as_str()) {
+                if parts.next() != Some(l.as_str()) {
                     return false;
                 }
             }
@@ -309,25 +314,8 @@ impl RouteTable {
 }
 
 fn matches(segments: &[Segment], path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    let mut parts = rest.split('/');
-    for seg in segments {
-        match seg {
-            Segment::Rest => return true,
-            Segment::Any => match parts.next() {
-                Some(p) if !p.is_empty() => {}
-                _ => return false,
-            },
-            Segment::Literal(l) => {
-                if parts.next() != Some(l.as_str()) {
-                    return false;
-                }
-            }
-        }
-    }
-    parts.next().is_none()
+    path.strip_prefix('/')
+        .is_some_and(|rest| matches_parts(segments, rest.split('/')))
 }
 
 /// Reads `node_id` and `node_type` from a query string; every other parameter (notably `token`)
