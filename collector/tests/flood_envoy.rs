@@ -11,16 +11,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use vpslens_testkit::client::{send, TestRequest};
-use vpslens_testkit::envoy::{EnvoyGateway, EnvoyOptions};
 use vpslens_testkit::mmdb::{MmdbWriter, Value};
-use vpslens_testkit::process::free_port;
-use vpslens_testkit::upstream::XboardStub;
 use vpslens_testkit::vpslens::metric_value;
 
 /// Requests (and distinct client addresses, paths, user agents) — the number.
@@ -172,20 +169,8 @@ fn hundred_thousand_distinct_clients_through_envoy_stay_under_the_caps() -> Resu
             CAPS.countries, CAPS.asns
         ),
     )?;
-    let stub = XboardStub::start()?;
-    let envoy = EnvoyGateway::start(EnvoyOptions::new(stub.addr()))?;
-    let registry = dir.path().join("nodes.yaml");
-    std::fs::write(&registry, common::REGISTRY)?;
+    let (stub, envoy, vpslens, listen) = common::start_with_config(dir.path(), &cfg)?;
     let nodes = common::REGISTRY.matches("- name:").count();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let cfg_s = cfg.display().to_string();
-    let vpslens = common::spawn_vpslens(
-        &registry,
-        &dir.path().join("state"),
-        listen,
-        envoy.access_log_path(),
-        &["--config", &cfg_s],
-    )?;
     let pid = vpslens.pid().context("vpslens pid")?;
     let baseline = samples_by_family(&vpslens.scrape(listen)?);
     let (_, istio_before) = vpslens_testkit::http::get(&format!("http://{listen}/metrics/istio"))?;

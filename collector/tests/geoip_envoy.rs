@@ -7,16 +7,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
 use vpslens_testkit::client::{send, TestRequest};
-use vpslens_testkit::envoy::{EnvoyGateway, EnvoyOptions};
 use vpslens_testkit::mmdb::{self, CountryLayout};
 use vpslens_testkit::process::free_port;
-use vpslens_testkit::upstream::XboardStub;
 use vpslens_testkit::vpslens::Vpslens;
 
 /// `name{k="v",...} value` → (name, labels, value). Label values here hold no `"` or `,`.
@@ -60,19 +57,7 @@ fn config(dir: &Path, layout: CountryLayout) -> Result<std::path::PathBuf> {
 fn unregistered_clients_are_counted_by_country_and_asn_through_envoy() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let cfg = config(dir.path(), CountryLayout::IpLocationDb)?;
-    let stub = XboardStub::start()?;
-    let envoy = EnvoyGateway::start(EnvoyOptions::new(stub.addr()))?;
-    let registry = dir.path().join("nodes.yaml");
-    std::fs::write(&registry, common::REGISTRY)?;
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let cfg_s = cfg.display().to_string();
-    let mut vpslens = common::spawn_vpslens(
-        &registry,
-        &dir.path().join("state"),
-        listen,
-        envoy.access_log_path(),
-        &["--config", &cfg_s],
-    )?;
+    let (_stub, envoy, mut vpslens, listen) = common::start_with_config(dir.path(), &cfg)?;
 
     let path = format!(
         "/api/v1/server/UniProxy/config?node_id=9&node_type=vless&token={}",
@@ -201,19 +186,7 @@ fn maxmind_layout_without_asn_database_exports_only_country() -> Result<()> {
         &cfg,
         format!("geoip: {{country_database: {}}}\n", country.display()),
     )?;
-    let stub = XboardStub::start()?;
-    let envoy = EnvoyGateway::start(EnvoyOptions::new(stub.addr()))?;
-    let registry = dir.path().join("nodes.yaml");
-    std::fs::write(&registry, common::REGISTRY)?;
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let cfg_s = cfg.display().to_string();
-    let mut vpslens = common::spawn_vpslens(
-        &registry,
-        &dir.path().join("state"),
-        listen,
-        envoy.access_log_path(),
-        &["--config", &cfg_s],
-    )?;
+    let (_stub, envoy, mut vpslens, listen) = common::start_with_config(dir.path(), &cfg)?;
     for ip in ["2001:db8:ffff::1", "2001:db8:ffff::2", "203.0.113.200"] {
         let req = TestRequest::get("/api/v1/server/UniProxy/user")
             .from_str_ip(ip)?

@@ -122,6 +122,29 @@ async fn fleet(State(s): State<Arc<Mutex<Fleet>>>, headers: HeaderMap) -> Respon
     }
 }
 
+/// A fleet-manager stand-in on 127.0.0.1 serving `body` with `etag` at `path`; returns its
+/// state (to change the reply and read the requests) and its base URL.
+fn fleet_server(
+    rt: &tokio::runtime::Runtime,
+    path: &str,
+    body: &'static str,
+    etag: &'static str,
+) -> (Arc<Mutex<Fleet>>, String) {
+    let state = Arc::new(Mutex::new(Fleet::default()));
+    set_doc(&state, body, etag);
+    let base = rt.block_on(serve(
+        axum::Router::new()
+            .route(path, get(fleet))
+            .with_state(state.clone()),
+    ));
+    (state, base)
+}
+
+/// Makes the fleet-manager stand-in serve `body` with `etag` from now on.
+fn set_doc(state: &Mutex<Fleet>, body: &'static str, etag: &'static str) {
+    state.lock().unwrap().reply = Some(Reply::Doc { body, etag });
+}
+
 const SD_V1: &str = r#"[
   {"targets": ["198.51.100.1:9100"], "labels": {"instance_name": "sd-a", "node_id": "11", "app": "v2bx"}},
   {"targets": ["198.51.100.2:9100"], "labels": {"instance_name": "sd-b"}},
@@ -142,18 +165,7 @@ fn file_sd_http_polls_with_if_none_match_and_keeps_last_good() {
         "nodes:\n  - name: file-a\n    addresses: [10.0.0.1]\n    labels: {region: file}\n",
     );
     let rt = rt();
-    let state = Arc::new(Mutex::new(Fleet {
-        reply: Some(Reply::Doc {
-            body: SD_V1,
-            etag: "\"v1\"",
-        }),
-        ..Fleet::default()
-    }));
-    let base = rt.block_on(serve(
-        axum::Router::new()
-            .route("/targets.json", get(fleet))
-            .with_state(state.clone()),
-    ));
+    let (state, base) = fleet_server(&rt, "/targets.json", SD_V1, "\"v1\"");
     let h = RegistryHandle::with_sources(Some(&path), [SourceId::file_sd(0)]).unwrap();
     let cfg = FileSdConfig {
         url: Some(format!("{base}/targets.json?token=SECRET")),
@@ -221,10 +233,7 @@ fn file_sd_http_polls_with_if_none_match_and_keeps_last_good() {
     ));
 
     // A new document: sd-b and aa-sd disappear, sd-c (v4 + v6) appears.
-    state.lock().unwrap().reply = Some(Reply::Doc {
-        body: SD_V2,
-        etag: "\"v2\"",
-    });
+    set_doc(&state, SD_V2, "\"v2\"");
     rt.block_on(p.poll_and_apply(&h)).unwrap();
     assert_eq!(names(&h), ["file-a", "sd-a", "sd-c"]);
     assert_eq!(owner(&h, "2001:db8::4").as_deref(), Some("sd-c"));
@@ -233,10 +242,7 @@ fn file_sd_http_polls_with_if_none_match_and_keeps_last_good() {
     // Server errors and broken JSON keep the last good list and are reported.
     state.lock().unwrap().reply = Some(Reply::Status(503));
     assert!(rt.block_on(p.poll_and_apply(&h)).is_err());
-    state.lock().unwrap().reply = Some(Reply::Doc {
-        body: "[{\"targets\": [",
-        etag: "\"v3\"",
-    });
+    set_doc(&state, "[{\"targets\": [", "\"v3\"");
     assert!(rt.block_on(p.poll_and_apply(&h)).is_err());
     assert_eq!(names(&h), ["file-a", "sd-a", "sd-c"]);
     let text = metrics_text(&h);
@@ -252,10 +258,7 @@ fn file_sd_http_polls_with_if_none_match_and_keeps_last_good() {
 
     // The broken document's ETag was not adopted: the next poll still offers v2, and a
     // good answer makes the source healthy again.
-    state.lock().unwrap().reply = Some(Reply::Doc {
-        body: SD_V2,
-        etag: "\"v2\"",
-    });
+    set_doc(&state, SD_V2, "\"v2\"");
     rt.block_on(p.poll_and_apply(&h)).unwrap();
     let seen = state.lock().unwrap().seen.clone();
     assert_eq!(
@@ -278,18 +281,7 @@ fn file_sd_http_polls_with_if_none_match_and_keeps_last_good() {
 #[test]
 fn file_sd_documents_over_max_bytes_are_rejected() {
     let rt = rt();
-    let state = Arc::new(Mutex::new(Fleet {
-        reply: Some(Reply::Doc {
-            body: SD_V1,
-            etag: "\"v1\"",
-        }),
-        ..Fleet::default()
-    }));
-    let base = rt.block_on(serve(
-        axum::Router::new()
-            .route("/t", get(fleet))
-            .with_state(state),
-    ));
+    let (_, base) = fleet_server(&rt, "/t", SD_V1, "\"v1\"");
     let h = RegistryHandle::with_sources(None, [SourceId::file_sd(0)]).unwrap();
     let cfg = FileSdConfig {
         url: Some(format!("{base}/t")),
@@ -304,6 +296,18 @@ fn file_sd_documents_over_max_bytes_are_rejected() {
 
 // ---------------------------------------------------------------- file_sd from a file
 
+/// A poller (source 0) for the `file_sd` file at `sd`.
+fn file_poller(sd: &Path) -> FileSdPoller {
+    FileSdPoller::new(
+        0,
+        &FileSdConfig {
+            path: Some(sd.to_path_buf()),
+            ..FileSdConfig::default()
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn file_sd_file_reloads_on_change_and_keeps_last_good_on_broken_edit() {
     let dir = tempfile::tempdir().unwrap();
@@ -315,14 +319,7 @@ fn file_sd_file_reloads_on_change_and_keeps_last_good_on_broken_edit() {
     .unwrap();
     let rt = rt();
     let h = RegistryHandle::with_sources(None, [SourceId::file_sd(0)]).unwrap();
-    let mut p = FileSdPoller::new(
-        0,
-        &FileSdConfig {
-            path: Some(sd.clone()),
-            ..FileSdConfig::default()
-        },
-    )
-    .unwrap();
+    let mut p = file_poller(&sd);
     rt.block_on(p.poll_and_apply(&h)).unwrap();
     assert_eq!(owner(&h, "192.0.2.1").as_deref(), Some("x"));
     let gen = h.generation();
@@ -584,14 +581,7 @@ fn node_leaving_a_source_loses_its_series_after_the_grace_period() {
     write(&[("a", "192.0.2.1"), ("b", "192.0.2.2"), ("f", "192.0.2.9")]);
     let rt = rt();
     let h = RegistryHandle::with_sources(Some(&path), [SourceId::file_sd(0)]).unwrap();
-    let mut p = FileSdPoller::new(
-        0,
-        &FileSdConfig {
-            path: Some(sd.clone()),
-            ..FileSdConfig::default()
-        },
-    )
-    .unwrap();
+    let mut p = file_poller(&sd);
     rt.block_on(p.poll_and_apply(&h)).unwrap();
     let shared = shared(h.clone(), false);
     let mut lp = LineProcessor::new(shared.clone());
@@ -702,18 +692,7 @@ fn run_binary_merges_node_file_and_file_sd_and_follows_changes() {
     use vpslens_testkit::process::free_port;
     use vpslens_testkit::vpslens::{metric_value, Vpslens};
     let rt = rt();
-    let state = Arc::new(Mutex::new(Fleet {
-        reply: Some(Reply::Doc {
-            body: RUN_V1,
-            etag: "\"r1\"",
-        }),
-        ..Fleet::default()
-    }));
-    let base = rt.block_on(serve(
-        axum::Router::new()
-            .route("/targets.json", get(fleet))
-            .with_state(state.clone()),
-    ));
+    let (state, base) = fleet_server(&rt, "/targets.json", RUN_V1, "\"r1\"");
     let dir = tempfile::tempdir().unwrap();
     let nodes = node_file(
         dir.path(),
@@ -767,10 +746,7 @@ fn run_binary_merges_node_file_and_file_sd_and_follows_changes() {
     );
     assert_eq!(metric_value(&body, "vpslens_registry_nodes"), Some(3.0));
 
-    state.lock().unwrap().reply = Some(Reply::Doc {
-        body: RUN_V2,
-        etag: "\"r2\"",
-    });
+    set_doc(&state, RUN_V2, "\"r2\"");
     let body = p
         .wait_for_scrape(
             addr,

@@ -162,6 +162,29 @@ pub fn start(extra: &[&str]) -> Result<Stack> {
     })
 }
 
+/// Starts Envoy in front of a stub Xboard and `vpslens run --config <config>` on Envoy's
+/// access log (no Prometheus): writes [`REGISTRY`] to `dir/nodes.yaml`, keeps vpslens' state in
+/// `dir/state` and listens on a free port. Returns `(stub, envoy, vpslens, listen)`.
+pub fn start_with_config(
+    dir: &Path,
+    config: &Path,
+) -> Result<(XboardStub, EnvoyGateway, Vpslens, SocketAddr)> {
+    let stub = XboardStub::start()?;
+    let envoy = EnvoyGateway::start(EnvoyOptions::new(stub.addr()))?;
+    let registry = dir.join("nodes.yaml");
+    std::fs::write(&registry, REGISTRY)?;
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let config_s = config.display().to_string();
+    let vpslens = spawn_vpslens(
+        &registry,
+        &dir.join("state"),
+        listen,
+        envoy.access_log_path(),
+        &["--config", &config_s],
+    )?;
+    Ok((stub, envoy, vpslens, listen))
+}
+
 /// Spawns `vpslens run` and waits until it serves metrics.
 pub fn spawn_vpslens(
     registry: &Path,
