@@ -6,7 +6,6 @@
 //! `total / capacity` is guaranteed to be present, and `count - error <= true <= count`.
 //! These addresses are served as JSON at `/api/unregistered` and never become metric labels.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
@@ -25,15 +24,22 @@ pub struct HeavyHitter {
     pub last_seen_ms: i64,
 }
 
-/// Space-saving summary with O(log capacity) updates.
+/// Space-saving summary with O(log capacity) updates and no allocation once full.
+///
+/// The minimum is kept by an indexed binary min-heap over `(count, slot)`, so the address
+/// evicted is the same one an ordered set of `(count, slot)` would give.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopK {
     capacity: usize,
     slots: Vec<HeavyHitter>,
     #[serde(skip)]
     index: FxHashMap<IpAddr, usize>,
+    /// Slot numbers in heap order (root = smallest `(count, slot)`).
     #[serde(skip)]
-    order: BTreeSet<(u64, usize)>,
+    heap: Vec<usize>,
+    /// Slot number → its position in `heap`.
+    #[serde(skip)]
+    pos: Vec<usize>,
 }
 
 impl TopK {
@@ -43,7 +49,8 @@ impl TopK {
             capacity: capacity.max(1),
             slots: Vec::new(),
             index: FxHashMap::default(),
-            order: BTreeSet::new(),
+            heap: Vec::new(),
+            pos: Vec::new(),
         }
     }
 
@@ -55,22 +62,60 @@ impl TopK {
             .enumerate()
             .map(|(i, h)| (h.address, i))
             .collect();
-        self.order = self
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (h.count, i))
-            .collect();
+        self.heap = (0..self.slots.len()).collect();
+        self.pos = (0..self.slots.len()).collect();
+        for at in (0..self.heap.len() / 2).rev() {
+            self.sift_down(at);
+        }
     }
 
-    /// Counts one request from `address`.
+    fn key(&self, slot: usize) -> (u64, usize) {
+        (self.slots[slot].count, slot)
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.pos[self.heap[a]] = a;
+        self.pos[self.heap[b]] = b;
+    }
+
+    fn sift_up(&mut self, mut at: usize) {
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if self.key(self.heap[at]) >= self.key(self.heap[parent]) {
+                break;
+            }
+            self.swap(at, parent);
+            at = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut at: usize) {
+        loop {
+            let (l, r) = (2 * at + 1, 2 * at + 2);
+            let mut min = at;
+            if l < self.heap.len() && self.key(self.heap[l]) < self.key(self.heap[min]) {
+                min = l;
+            }
+            if r < self.heap.len() && self.key(self.heap[r]) < self.key(self.heap[min]) {
+                min = r;
+            }
+            if min == at {
+                break;
+            }
+            self.swap(at, min);
+            at = min;
+        }
+    }
+
+    /// Counts one request from `address` at `start_time_ms`.
     pub fn observe(&mut self, address: IpAddr, start_time_ms: i64) {
         if let Some(&i) = self.index.get(&address) {
             let h = &mut self.slots[i];
-            self.order.remove(&(h.count, i));
             h.count += 1;
             h.last_seen_ms = h.last_seen_ms.max(start_time_ms);
-            self.order.insert((h.count, i));
+            // The key only grew: it can only move down.
+            self.sift_down(self.pos[i]);
             return;
         }
         if self.slots.len() < self.capacity {
@@ -82,13 +127,16 @@ impl TopK {
                 last_seen_ms: start_time_ms,
             });
             self.index.insert(address, i);
-            self.order.insert((1, i));
+            self.heap.push(i);
+            self.pos.push(self.heap.len() - 1);
+            self.sift_up(self.heap.len() - 1);
             return;
         }
-        let Some(&(min, i)) = self.order.iter().next() else {
+        // Full: the smallest `(count, slot)` gives its place and its count as the error bound.
+        let Some(&i) = self.heap.first() else {
             return;
         };
-        self.order.remove(&(min, i));
+        let min = self.slots[i].count;
         self.index.remove(&self.slots[i].address);
         self.slots[i] = HeavyHitter {
             address,
@@ -97,17 +145,14 @@ impl TopK {
             last_seen_ms: start_time_ms,
         };
         self.index.insert(address, i);
-        self.order.insert((min + 1, i));
+        self.sift_down(0);
     }
 
-    /// The `n` largest, by estimated count (descending).
+    /// The `n` largest, by estimated count (descending; ties: the later slot first).
     pub fn top(&self, n: usize) -> Vec<HeavyHitter> {
-        self.order
-            .iter()
-            .rev()
-            .take(n)
-            .map(|&(_, i)| self.slots[i])
-            .collect()
+        let mut order: Vec<usize> = (0..self.slots.len()).collect();
+        order.sort_unstable_by_key(|&i| std::cmp::Reverse(self.key(i)));
+        order.into_iter().take(n).map(|i| self.slots[i]).collect()
     }
 
     /// Addresses tracked (≤ capacity).
@@ -150,6 +195,68 @@ mod tests {
         for h in top {
             assert!(h.count - h.error <= 1000 && 1000 <= h.count, "{h:?}");
         }
+    }
+
+    /// The algorithm written plainly: evict the smallest `(count, slot)` by a linear scan.
+    fn reference(capacity: usize, stream: &[(u32, i64)]) -> Vec<HeavyHitter> {
+        let mut slots: Vec<HeavyHitter> = Vec::new();
+        for &(a, t) in stream {
+            if let Some(h) = slots.iter_mut().find(|h| h.address == ip(a)) {
+                h.count += 1;
+                h.last_seen_ms = h.last_seen_ms.max(t);
+            } else if slots.len() < capacity {
+                slots.push(HeavyHitter {
+                    address: ip(a),
+                    count: 1,
+                    error: 0,
+                    last_seen_ms: t,
+                });
+            } else {
+                let i = (0..slots.len())
+                    .min_by_key(|&i| (slots[i].count, i))
+                    .unwrap();
+                let min = slots[i].count;
+                slots[i] = HeavyHitter {
+                    address: ip(a),
+                    count: min + 1,
+                    error: min,
+                    last_seen_ms: t,
+                };
+            }
+        }
+        slots
+    }
+
+    #[test]
+    fn heap_evicts_exactly_like_the_plain_algorithm() {
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(
+                &(
+                    1usize..12,
+                    proptest::collection::vec((0u32..30, 0i64..100), 0..400),
+                ),
+                |(capacity, stream)| {
+                    let mut t = TopK::new(capacity);
+                    for &(a, ts) in &stream {
+                        t.observe(ip(a), ts);
+                    }
+                    prop_assert_eq!(&t.slots, &reference(capacity, &stream));
+                    // A checkpoint round trip keeps the behaviour.
+                    let mut r: TopK =
+                        serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+                    r.restore();
+                    let mut more = stream.clone();
+                    more.extend(stream.iter().rev().take(50));
+                    for &(a, ts) in stream.iter().rev().take(50) {
+                        r.observe(ip(a), ts);
+                    }
+                    prop_assert_eq!(&r.slots, &reference(capacity, &more));
+                    Ok(())
+                },
+            )
+            .unwrap();
     }
 
     #[test]
