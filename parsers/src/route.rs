@@ -233,19 +233,16 @@ impl RouteTable {
         // template listed before that hit (or any, without a hit) still gets its turn, so the
         // first matching template wins as documented.
         let exact = self.exact.get(path_only).copied();
-        let before = |w: &&u16| exact.is_none_or(|e| **w < e);
-        let wild = match split_segments(path_only) {
-            Some((parts, n)) => self
-                .wild
-                .iter()
-                .take_while(before)
-                .find(|&&w| self.matches_at(w, |segs| matches_split(segs, &parts[..n]))),
-            None => self
-                .wild
-                .iter()
-                .take_while(before)
-                .find(|&&w| self.matches_at(w, |segs| matches(segs, path_only))),
-        };
+        // Only wildcard templates are matched segment by segment (none in the defaults).
+        let wild = self
+            .wild
+            .iter()
+            .take_while(|&&w| exact.is_none_or(|e| w < e))
+            .find(|&&w| {
+                self.templates
+                    .get(usize::from(w))
+                    .is_some_and(|t| matches(&t.segments, path_only))
+            });
         let route = wild.copied().or(exact).map_or(RouteId::OTHER, RouteId);
         let (node_id, node_type) = query.map_or((None, None), identity_params);
         RequestTarget {
@@ -256,38 +253,12 @@ impl RouteTable {
     }
 }
 
-/// Most segments a path is pre-split into; longer paths take the slower [`matches`].
-const MAX_SPLIT: usize = 12;
-
-/// The `/`-separated segments of an absolute path, or `None` when it is not absolute or has
-/// more than [`MAX_SPLIT`] segments.
-#[inline]
-fn split_segments(path: &str) -> Option<([&str; MAX_SPLIT], usize)> {
-    let rest = path.strip_prefix('/')?;
-    let mut parts = [""; MAX_SPLIT];
-    let mut n = 0;
-    let mut start = 0;
-    // A byte loop: paths are short, and `str::split` costs a searcher per segment.
-    for (i, b) in rest.bytes().enumerate() {
-        if b == b'/' {
-            *parts.get_mut(n)? = rest.get(start..i)?;
-            n += 1;
-            start = i + 1;
-        }
-    }
-    *parts.get_mut(n)? = rest.get(start..)?;
-    Some((parts, n + 1))
-}
-
-/// [`matches`] over a pre-split path.
-#[inline]
-fn matches_split(segments: &[Segment], parts: &[&str]) -> bool {
-    matches_parts(segments, parts.iter().copied())
-}
-
-/// The template rule over a path's segments (after the leading `/`).
-#[inline]
-fn matches_parts<'p>(segments: &[Segment], mut parts: impl Iterator<Item = &'p str>) -> bool {
+/// The template rule: literal segments equal, `*` one non-empty segment, a final `**` the rest.
+fn matches(segments: &[Segment], path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let mut parts = rest.split('/');
     for seg in segments {
         match seg {
             Segment::Rest => return true,
@@ -303,19 +274,6 @@ fn matches_parts<'p>(segments: &[Segment], mut parts: impl Iterator<Item = &'p s
         }
     }
     parts.next().is_none()
-}
-
-impl RouteTable {
-    fn matches_at(&self, i: u16, f: impl Fn(&[Segment]) -> bool) -> bool {
-        self.templates
-            .get(usize::from(i))
-            .is_some_and(|t| f(&t.segments))
-    }
-}
-
-fn matches(segments: &[Segment], path: &str) -> bool {
-    path.strip_prefix('/')
-        .is_some_and(|rest| matches_parts(segments, rest.split('/')))
 }
 
 /// Reads `node_id` and `node_type` from a query string; every other parameter (notably `token`)
@@ -390,8 +348,8 @@ mod tests {
                 paths.push(format!("{p}?node_id=1"));
             }
         }
-        paths.push("/a".repeat(MAX_SPLIT + 1));
-        paths.push(format!("/a/b{}", "/x".repeat(MAX_SPLIT)));
+        paths.push("/a".repeat(13));
+        paths.push(format!("/a/b{}", "/x".repeat(12)));
         for templates in tables {
             let t = RouteTable::new(templates.iter().copied()).unwrap();
             for p in &paths {
