@@ -128,11 +128,11 @@ impl Interner {
     pub fn intern(&mut self, s: &str) -> u16 {
         // Consecutive lines mostly repeat the value (one upstream cluster, `-` flags): compare
         // with the last hit before hashing.
-        if self
-            .values
-            .get(usize::from(self.last))
-            .is_some_and(|v| v == s)
-            && self.last != 0
+        if self.last != 0
+            && self
+                .values
+                .get(usize::from(self.last))
+                .is_some_and(|v| v == s)
         {
             return self.last;
         }
@@ -150,6 +150,7 @@ impl Interner {
         };
         self.values.push(s.to_owned());
         self.index.insert(s.to_owned(), i);
+        self.last = i;
         i
     }
 
