@@ -167,10 +167,7 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bytes));
     let s = shared(3000);
     let mut p = LineProcessor::new(s.clone());
-    let batch: Vec<Line<'_>> = lines
-        .iter()
-        .map(|l| Line::Text(std::borrow::Cow::Borrowed(l.as_bytes())))
-        .collect();
+    let batch: Vec<Line<'_>> = Line::batch(&lines);
     g.bench_function("parse_resolve_aggregate_3000_nodes", |b| {
         b.iter(|| p.process(black_box(&batch)));
     });
@@ -184,10 +181,7 @@ fn benches(c: &mut Criterion) {
     let many: Vec<String> = (0..100_000)
         .map(|i| vpslens_benches::line(i, 3000, 20))
         .collect();
-    let batch: Vec<Line<'_>> = many
-        .iter()
-        .map(|l| Line::Text(std::borrow::Cow::Borrowed(l.as_bytes())))
-        .collect();
+    let batch: Vec<Line<'_>> = Line::batch(&many);
     p.process(&batch);
     let series = s.lock().series_len();
     eprintln!(

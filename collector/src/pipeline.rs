@@ -147,6 +147,17 @@ pub enum Line<'a> {
     Malformed(ParseError),
 }
 
+impl<'a> Line<'a> {
+    /// A batch of whole lines borrowed from `lines` (each without its newline): how replays of
+    /// in-memory logs, tests and benches feed [`LineProcessor::process`].
+    pub fn batch<S: AsRef<[u8]>>(lines: &'a [S]) -> Vec<Line<'a>> {
+        lines
+            .iter()
+            .map(|l| Line::Text(Cow::Borrowed(l.as_ref())))
+            .collect()
+    }
+}
+
 enum Outcome<'a> {
     Event(Event<'a>),
     Parse(ParseError),

@@ -83,10 +83,7 @@ fn hostile_unregistered_flood_stays_under_the_caps() {
                 )
             }))
             .collect();
-        let batch: Vec<Line<'_>> = lines
-            .iter()
-            .map(|l| Line::Text(std::borrow::Cow::Borrowed(l.as_bytes())))
-            .collect();
+        let batch: Vec<Line<'_>> = Line::batch(&lines);
         p.process(&batch);
     }
     let text = metrics::render(&s, Dialect::Prometheus);
@@ -163,10 +160,7 @@ fn node_id_mismatch_is_counted_for_the_sending_node_only() {
             "c",
         ),
     ];
-    let batch: Vec<Line<'_>> = lines
-        .iter()
-        .map(|l| Line::Text(std::borrow::Cow::Borrowed(l.as_bytes())))
-        .collect();
+    let batch: Vec<Line<'_>> = Line::batch(&lines);
     p.process(&batch);
     let text = metrics::render(&s, Dialect::Prometheus);
     let mismatches: Vec<&str> = text
