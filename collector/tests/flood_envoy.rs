@@ -55,7 +55,7 @@ const BUCKETS: usize = 19;
 /// odd → 2001:db8:ffff::/48. All distinct, none registered.
 fn client(i: usize) -> IpAddr {
     let k = u32::try_from(i / 2).unwrap();
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + k))
     } else {
         IpAddr::V6(Ipv6Addr::new(
@@ -129,7 +129,7 @@ fn vm_hwm_kib(pid: u32) -> Result<u64> {
 fn request(i: usize) -> TestRequest {
     // Distinct path (a third on a real route template with a distinct query), distinct user
     // agent, distinct forged X-Forwarded-For (naming registered nodes too), hostile codes.
-    let path = if i % 3 == 0 {
+    let path = if i.is_multiple_of(3) {
         format!(
             "/api/v1/server/UniProxy/config?node_id={i}&node_type=t{i}&token={}",
             common::TOKEN

@@ -53,10 +53,10 @@ fn build_log(dir: &Path) -> std::path::PathBuf {
             };
             out.push_str(&line);
             out.push('\n');
-            if n % 97 == 0 {
+            if n.is_multiple_of(97) {
                 out.push_str("{\"start_time\":\"not a time\",\"response_code\":200}\n");
             }
-            if n % 131 == 0 {
+            if n.is_multiple_of(131) {
                 out.push_str("{truncated\n");
             }
         }

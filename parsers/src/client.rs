@@ -141,12 +141,47 @@ pub fn parse_socket_ip(s: &str) -> Option<IpAddr> {
                 if !valid_port(port) {
                     return None;
                 }
-                IpAddr::V4(Ipv4Addr::from_str(host).ok()?)
+                IpAddr::V4(parse_ipv4(host.as_bytes())?)
             }
+            (None, _) => IpAddr::V4(parse_ipv4(s.as_bytes())?),
             _ => IpAddr::from_str(s).ok()?,
         }
     };
     Some(ip.to_canonical())
+}
+
+/// Dotted-quad IPv4 exactly as [`Ipv4Addr::from_str`] accepts it (four decimal octets of one to
+/// three digits, no leading zeros, each at most 255), without its general-purpose parser: this
+/// runs once per access-log line. `parsers/tests/no_panic.rs` holds the two together.
+fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    if s.len() > 15 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u16 = 0;
+        while let Some(&d @ b'0'..=b'9') = s.get(i) {
+            if i - start == 3 {
+                return None;
+            }
+            v = v * 10 + u16::from(d - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || (digits > 1 && s.get(start) == Some(&b'0')) {
+            return None;
+        }
+        *octet = u8::try_from(v).ok()?;
+    }
+    (i == s.len()).then(|| Ipv4Addr::from(octets))
 }
 
 fn valid_port(p: &str) -> bool {

@@ -33,7 +33,7 @@ use crate::{AccessRecord, ParseError};
 /// ```
 pub fn parse(line: &[u8]) -> Result<AccessRecord<'_>, ParseError> {
     match scan(line) {
-        Some(raw) => raw.into_record(),
+        Some(rec) => Ok(rec),
         None => parse_with_serde(line),
     }
 }
@@ -49,28 +49,32 @@ pub fn parse_with_serde(line: &[u8]) -> Result<AccessRecord<'_>, ParseError> {
     raw.into_record()
 }
 
-/// The fast path: a single-pass scanner for the flat objects Envoy's `json_format` prints.
+/// The fast path: a single-pass scanner for the flat objects Envoy's `json_format` prints,
+/// filling the record directly.
 ///
-/// It accepts only the plain case: valid UTF-8 without control characters or backslashes (so no
-/// escapes), string, `null` and non-negative integer values,
-/// no nesting, no repeated known key, compact or space-separated tokens. Anything else returns
-/// `None` and the caller falls back to `serde_json`, which then decides (including every error).
-/// Whatever it returns is exactly what the `serde_json` path would have built.
-fn scan(line: &[u8]) -> Option<RawRecord<'_>> {
-    // The whole line is valid UTF-8 (so every slice between two `"` is a `str`), and it has no
-    // control characters (forbidden in JSON strings) and no backslash (no escapes). Without
-    // escapes every `"` opens or closes a string, so strings are consecutive quote pairs.
+/// It accepts only the plain, valid case: valid UTF-8 without control characters or backslashes
+/// (so no escapes), string, `null` and non-negative integer values, no nesting, no repeated known
+/// key, compact or space-separated tokens, and values that convert without error. Anything else
+/// returns `None` and the caller falls back to `serde_json`, which then decides (including every
+/// error). Whatever it returns is exactly what the `serde_json` path would have built
+/// (`parsers/tests/json_differential.rs`).
+fn scan(line: &[u8]) -> Option<AccessRecord<'_>> {
+    // The whole line is valid UTF-8 (so every slice between two `"` is a `str`). The quote
+    // cursor rejects control characters (forbidden in JSON strings) and backslashes (no
+    // escapes) in every chunk it loads, and it loads every chunk that holds part of a string.
+    // Without escapes every `"` opens or closes a string, so strings are consecutive quote pairs.
     let text = simdutf8::basic::from_utf8(line).ok()?;
-    let quotes = Quotes::index(line)?;
-    let mut q = quotes.positions[..quotes.len].iter().map(|&p| p as usize);
-    let mut raw = RawRecord::default();
+    // String bounds are stored as two u32s.
+    u32::try_from(line.len()).ok()?;
+    let mut q = QuoteCursor::new(line)?;
+    let mut rec = Fields::default();
     let mut i = skip_spaces(line, 0);
     if line.get(i) != Some(&b'{') {
         return None;
     }
     i = skip_spaces(line, i + 1);
     if line.get(i) == Some(&b'}') {
-        return end(line, i + 1).then_some(raw);
+        return end(line, i + 1).then(|| rec.finish(text)).flatten();
     }
     loop {
         // Key: the next quote must be right here.
@@ -78,92 +82,371 @@ fn scan(line: &[u8]) -> Option<RawRecord<'_>> {
             return None;
         }
         let k_end = q.next()?;
-        let key = line.get(i + 1..k_end)?;
-        i = skip_spaces(line, k_end + 1);
+        let key = key_slot(line, i + 1, k_end);
+        i = k_end + 1;
         if line.get(i) != Some(&b':') {
-            return None;
+            i = skip_spaces(line, i);
+            if line.get(i) != Some(&b':') {
+                return None;
+            }
         }
         i = skip_spaces(line, i + 1);
         // Value.
-        let (value, next) = if line.get(i) == Some(&b'"') {
+        if line.get(i) == Some(&b'"') {
             if q.next()? != i {
                 return None;
             }
             let v_end = q.next()?;
-            // Both ends sit next to an ASCII `"`: char boundaries, so `get` always succeeds.
-            let s = text.get(i + 1..v_end)?;
-            (Scalar::Str(Cow::Borrowed(s)), v_end + 1)
+            rec.put(key, Kind::Str, (i as u64 + 1) | ((v_end as u64) << 32))?;
+            i = v_end + 1;
         } else {
-            scan_bare(line, i)?
-        };
-        if let Some(slot) = raw.slot(key) {
-            if slot.is_some() {
-                return None; // duplicate field: serde's error
+            let (value, next) = scan_bare(line, i)?;
+            match value {
+                Bare::Null => rec.put(key, Kind::Null, 0)?,
+                Bare::U64(n) => rec.put(key, Kind::Num, n)?,
             }
-            *slot = Some(value);
+            i = next;
         }
-        i = skip_spaces(line, next);
         match line.get(i) {
             Some(b',') => i = skip_spaces(line, i + 1),
-            Some(b'}') => return end(line, i + 1).then_some(raw),
+            Some(b'}') => return end(line, i + 1).then(|| rec.finish(text)).flatten(),
+            Some(b' ') => {
+                i = skip_spaces(line, i);
+                match line.get(i) {
+                    Some(b',') => i = skip_spaces(line, i + 1),
+                    Some(b'}') => return end(line, i + 1).then(|| rec.finish(text)).flatten(),
+                    _ => return None,
+                }
+            }
             _ => return None,
         }
     }
 }
 
-/// Positions of every `"` of a line, found 16 bytes at a time (SIMD through the `wide` crate's
-/// safe API) in the same pass that rejects control characters and backslashes.
-struct Quotes {
-    positions: [u32; Quotes::MAX],
-    len: usize,
+/// Walks the `"` of a line in order, classifying 64 bytes at a time (SIMD through the `wide`
+/// crate's safe API). Every chunk it loads is also checked for control characters and
+/// backslashes; `next` returns `None` when one was seen.
+struct QuoteCursor<'a> {
+    line: &'a [u8],
+    /// Offset of the chunk `pending` describes.
+    base: usize,
+    /// Quotes of the current chunk not yet returned (bit `k` = byte `base + k`).
+    pending: u64,
 }
 
-impl Quotes {
-    /// More quotes than this (a format with far more fields than Istio's 23) go to serde_json.
-    const MAX: usize = 256;
-
-    /// `None` when the line has a control character or a backslash, more than [`Quotes::MAX`]
-    /// quotes, or more than `u32::MAX` bytes.
+impl<'a> QuoteCursor<'a> {
+    /// A cursor at the first chunk; `None` if that chunk has a control character or backslash.
     #[inline]
-    fn index(line: &[u8]) -> Option<Quotes> {
-        use wide::{i8x16, CmpEq, CmpGt, CmpLt};
-        u32::try_from(line.len()).ok()?;
-        let quote = i8x16::splat(b'"' as i8);
-        let backslash = i8x16::splat(b'\\' as i8);
-        let last_control = i8x16::splat(0x1f);
-        let zero = i8x16::splat(0);
-        let mut out = Quotes {
-            positions: [0; Quotes::MAX],
-            len: 0,
-        };
-        let mut bad = 0i32;
-        let mut base = 0usize;
-        let mut blocks = line.chunks_exact(16);
-        let block = |bytes: [u8; 16], base: usize, out: &mut Quotes| -> Option<i32> {
-            // Bytes >= 0x80 are negative as i8: UTF-8, allowed. Control = 0 <= b <= 0x1f.
-            let v = i8x16::from(bytes.map(|b| b as i8));
-            let control = !(v.cmp_gt(last_control) | v.cmp_lt(zero));
-            let mut quotes = v.cmp_eq(quote).move_mask();
-            while quotes != 0 {
-                let at = base + quotes.trailing_zeros() as usize;
-                *out.positions.get_mut(out.len)? = u32::try_from(at).ok()?;
-                out.len += 1;
-                quotes &= quotes - 1;
-            }
-            Some((v.cmp_eq(backslash) | control).move_mask())
-        };
-        for b in &mut blocks {
-            let mut bytes = [0u8; 16];
-            bytes.copy_from_slice(b);
-            bad |= block(bytes, base, &mut out)?;
-            base += 16;
+    fn new(line: &'a [u8]) -> Option<Self> {
+        Some(QuoteCursor {
+            line,
+            base: 0,
+            pending: chunk_quotes(line, 0)?,
+        })
+    }
+
+    /// The position of the next `"`, or `None` at the end of the line or when a chunk on the way
+    /// has a control character or backslash.
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        if self.pending == 0 {
+            self.refill()?;
         }
-        // The tail, padded with spaces (harmless: not quotes, not control characters).
-        let mut bytes = [b' '; 16];
-        let rest = blocks.remainder();
-        bytes[..rest.len()].copy_from_slice(rest);
-        bad |= block(bytes, base, &mut out)?;
-        (bad == 0).then_some(out)
+        let at = self.base + self.pending.trailing_zeros() as usize;
+        self.pending &= self.pending - 1;
+        Some(at)
+    }
+
+    /// Loads chunks until one has a quote.
+    #[inline(never)]
+    fn refill(&mut self) -> Option<()> {
+        while self.pending == 0 {
+            self.base += 64;
+            if self.base >= self.line.len() {
+                return None;
+            }
+            self.pending = chunk_quotes(self.line, self.base)?;
+        }
+        Some(())
+    }
+}
+
+/// The quote mask of the 64 bytes at `base` (bytes past the end count as spaces), or `None` if
+/// they hold a control character (0x00–0x1f) or a backslash.
+#[inline]
+fn chunk_quotes(line: &[u8], base: usize) -> Option<u64> {
+    use wide::u8x16;
+    let blocks: [[u8; 16]; 4] = match line
+        .get(base..base + 64)
+        .and_then(|s| <&[u8; 64]>::try_from(s).ok())
+    {
+        Some(full) => bytemuck::cast(*full),
+        None => {
+            let mut chunk = [b' '; 64];
+            let rest = line.get(base..).unwrap_or_default();
+            chunk[..rest.len()].copy_from_slice(rest);
+            bytemuck::cast(chunk)
+        }
+    };
+    let mut quotes = 0u64;
+    let mut bad = u8x16::splat(0);
+    for (k, block) in blocks.into_iter().enumerate() {
+        let v = u8x16::from(block);
+        // `v - 0x1f` saturates to 0 exactly for the control characters 0x00..=0x1f.
+        bad |= v.saturating_sub(u8x16::splat(0x1f)).cmp_eq(u8x16::splat(0))
+            | v.cmp_eq(u8x16::splat(b'\\'));
+        quotes |= u64::from(v.cmp_eq(u8x16::splat(b'"')).move_mask() as u16) << (16 * k);
+    }
+    (!bad.any()).then_some(quotes)
+}
+
+/// Known keys, as indices into [`Fields`]; the same names as [`RawRecord`]'s fields.
+mod key {
+    pub const START_TIME: u8 = 0;
+    pub const METHOD: u8 = 1;
+    pub const PATH: u8 = 2;
+    pub const PROTOCOL: u8 = 3;
+    pub const RESPONSE_CODE: u8 = 4;
+    pub const RESPONSE_FLAGS: u8 = 5;
+    pub const BYTES_RECEIVED: u8 = 6;
+    pub const BYTES_SENT: u8 = 7;
+    pub const DURATION: u8 = 8;
+    pub const X_FORWARDED_FOR: u8 = 9;
+    pub const DOWNSTREAM_REMOTE_ADDRESS: u8 = 10;
+    pub const UPSTREAM_CLUSTER: u8 = 11;
+    pub const AUTHORITY: u8 = 12;
+    pub const USER_AGENT: u8 = 13;
+    /// Any key vpslens ignores (a scratch slot: its values are never read).
+    pub const OTHER: u8 = 15;
+    /// The known keys' bits.
+    pub const KNOWN: u16 = (1 << 14) - 1;
+    /// Every known key and its slot.
+    pub const ALL: [(&str, u8); 14] = [
+        ("start_time", START_TIME),
+        ("method", METHOD),
+        ("path", PATH),
+        ("protocol", PROTOCOL),
+        ("response_code", RESPONSE_CODE),
+        ("response_flags", RESPONSE_FLAGS),
+        ("bytes_received", BYTES_RECEIVED),
+        ("bytes_sent", BYTES_SENT),
+        ("duration", DURATION),
+        ("x_forwarded_for", X_FORWARDED_FOR),
+        ("downstream_remote_address", DOWNSTREAM_REMOTE_ADDRESS),
+        ("upstream_cluster", UPSTREAM_CLUSTER),
+        ("authority", AUTHORITY),
+        ("user_agent", USER_AGENT),
+    ];
+}
+
+/// One entry of [`KEY_TABLE`]: a known key as 32 zero-padded bytes and a mask of its length.
+#[derive(Clone, Copy)]
+struct KeyEntry {
+    /// Bytes 0..16 and 16..32 of the key, zero-padded, little-endian.
+    words: [u128; 2],
+    /// `0xff` for every byte of the key, 0 after it.
+    mask: [u128; 2],
+    /// Key length (0 = empty entry).
+    len: usize,
+    slot: u8,
+}
+
+/// Bucket of a key from its first 8 bytes (little-endian, zero-padded for shorter keys) and its
+/// length (a multiplicative hash; the odd constant was picked by search to be collision-free
+/// over the 14 known keys, which [`build_key_table`] asserts at compile time).
+#[inline(always)]
+const fn key_bucket(first8: u64, len: usize) -> usize {
+    ((first8.wrapping_mul(0x956b_d470_6b06_a7d7) >> 59) as usize ^ len) & 31
+}
+
+/// The known keys by [`key_bucket`]: one table load and a masked 32-byte comparison per key
+/// instead of a branchy match (the keys of a line come in a fixed order the branch predictor
+/// does not learn well).
+static KEY_TABLE: [KeyEntry; 32] = build_key_table();
+
+/// Longest key the table holds (longer keys are never known).
+const MAX_KEY: usize = 32;
+
+const fn word(bytes: &[u8], from: usize, len: usize) -> u128 {
+    let mut w = 0u128;
+    let mut j = 0;
+    while j < len && from + j < bytes.len() {
+        w |= (bytes[from + j] as u128) << (8 * j);
+        j += 1;
+    }
+    w
+}
+
+const fn build_key_table() -> [KeyEntry; 32] {
+    let empty = KeyEntry {
+        words: [0; 2],
+        mask: [0; 2],
+        len: 0,
+        slot: key::OTHER,
+    };
+    let mut t = [empty; 32];
+    let mut n = 0;
+    while n < key::ALL.len() {
+        let (name, slot) = key::ALL[n];
+        let b = name.as_bytes();
+        assert!(!b.is_empty() && b.len() <= MAX_KEY);
+        #[allow(clippy::cast_possible_truncation)]
+        let at = key_bucket(word(b, 0, 8) as u64, b.len());
+        assert!(t[at].len == 0, "key table collision");
+        let ones = [0xffu8; MAX_KEY];
+        t[at] = KeyEntry {
+            words: [word(b, 0, 16), word(b, 16, 16)],
+            mask: [
+                word(ones.split_at(b.len()).0, 0, 16),
+                word(ones.split_at(b.len()).0, 16, 16),
+            ],
+            len: b.len(),
+            slot,
+        };
+        n += 1;
+    }
+    t
+}
+
+/// The [`key`] slot of the JSON key `line[start..end]`.
+#[inline(always)]
+fn key_slot(line: &[u8], start: usize, end: usize) -> u8 {
+    let len = end.wrapping_sub(start);
+    // The 32 bytes from the key's start (a key this close to the end of the line is compared
+    // byte by byte).
+    let Some(w) = line
+        .get(start..start.wrapping_add(MAX_KEY))
+        .and_then(|w| <&[u8; MAX_KEY]>::try_from(w).ok())
+    else {
+        return key_slot_slow(line.get(start..end).unwrap_or_default());
+    };
+    let [lo, hi]: [[u8; 16]; 2] = bytemuck::cast(*w);
+    let (lo, hi) = (u128::from_le_bytes(lo), u128::from_le_bytes(hi));
+    #[allow(clippy::cast_possible_truncation)]
+    let e = &KEY_TABLE[key_bucket(lo as u64 & first8_mask(len), len)];
+    // Without branches: whether a key is known varies key by key within a line.
+    let differ = ((lo ^ e.words[0]) & e.mask[0]) | ((hi ^ e.words[1]) & e.mask[1]);
+    std::hint::select_unpredictable((e.len == len) & (differ == 0), e.slot, key::OTHER)
+}
+
+/// The mask of a key's first `min(len, 8)` bytes in a little-endian u64.
+#[inline(always)]
+fn first8_mask(len: usize) -> u64 {
+    if len >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * len)) - 1
+    }
+}
+
+#[cold]
+fn key_slot_slow(k: &[u8]) -> u8 {
+    key::ALL
+        .iter()
+        .find(|(name, _)| name.as_bytes() == k)
+        .map_or(key::OTHER, |&(_, slot)| slot)
+}
+
+/// What a value of [`Fields`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Kind {
+    #[default]
+    Absent,
+    Null,
+    /// `val` = start | end << 32 of the string's bytes (without quotes).
+    Str,
+    /// `val` = the integer.
+    Num,
+}
+
+/// The values the fast scanner met, by [`key`] slot, stored without branching on the key;
+/// converted once at the end ([`Fields::finish`]) in a fixed order.
+#[derive(Default)]
+struct Fields {
+    kind: [Kind; 16],
+    val: [u64; 16],
+    /// Bit `slot` set once that key was met (a second known one is serde's duplicate-field
+    /// error).
+    seen: u16,
+}
+
+impl Fields {
+    /// Records a value; `None` for a duplicate known key.
+    #[inline(always)]
+    fn put(&mut self, slot: u8, kind: Kind, val: u64) -> Option<()> {
+        let k = usize::from(slot & 15);
+        let bit = 1u16 << k;
+        if self.seen & bit & key::KNOWN != 0 {
+            return None;
+        }
+        self.seen |= bit;
+        self.kind[k] = kind;
+        self.val[k] = val;
+        Some(())
+    }
+
+    /// The string at `slot`: `Some(None)` when absent or `null`, `None` for a number.
+    #[inline]
+    fn str<'a>(&self, text: &'a str, slot: u8) -> Option<Option<&'a str>> {
+        let k = usize::from(slot);
+        match self.kind[k] {
+            Kind::Absent | Kind::Null => Some(None),
+            Kind::Num => None,
+            Kind::Str => {
+                let v = self.val[k];
+                #[allow(clippy::cast_possible_truncation)]
+                let (start, end) = ((v & 0xffff_ffff) as usize, (v >> 32) as usize);
+                text.get(start..end).map(Some)
+            }
+        }
+    }
+
+    /// A text field as [`text`] converts it; `None` where that fails.
+    #[inline]
+    fn text<'a>(&self, text: &'a str, slot: u8) -> Option<Option<Cow<'a, str>>> {
+        Some(
+            self.str(text, slot)?
+                .filter(|s| !s.is_empty() && *s != "-")
+                .map(Cow::Borrowed),
+        )
+    }
+
+    /// A number field as [`number`] converts it; `None` where that fails.
+    #[inline]
+    fn number(&self, text: &str, slot: u8) -> Option<Option<u64>> {
+        let k = usize::from(slot);
+        match self.kind[k] {
+            Kind::Absent | Kind::Null => Some(None),
+            Kind::Num => Some(Some(self.val[k])),
+            Kind::Str => match self.str(text, slot)?? {
+                "" | "-" => Some(None),
+                s => parse_decimal(s).map(Some),
+            },
+        }
+    }
+
+    /// The record as [`RawRecord::into_record`] builds it; `None` where that fails (serde_json
+    /// then reports why).
+    #[inline]
+    fn finish(self, text: &str) -> Option<AccessRecord<'_>> {
+        let start = self.str(text, key::START_TIME)??;
+        let code = self.number(text, key::RESPONSE_CODE)??;
+        Some(AccessRecord {
+            start_time_ms: parse_rfc3339_ms(start).ok()?,
+            method: self.text(text, key::METHOD)?,
+            path: self.text(text, key::PATH)?,
+            protocol: self.text(text, key::PROTOCOL)?,
+            response_code: status_code(code).ok()?,
+            response_flags: self.text(text, key::RESPONSE_FLAGS)?,
+            bytes_received: self.number(text, key::BYTES_RECEIVED)?.unwrap_or(0),
+            bytes_sent: self.number(text, key::BYTES_SENT)?.unwrap_or(0),
+            duration_ms: self.number(text, key::DURATION)?,
+            x_forwarded_for: self.text(text, key::X_FORWARDED_FOR)?,
+            downstream_remote_address: self.text(text, key::DOWNSTREAM_REMOTE_ADDRESS)?,
+            upstream_cluster: self.text(text, key::UPSTREAM_CLUSTER)?,
+            authority: self.text(text, key::AUTHORITY)?,
+            user_agent: self.text(text, key::USER_AGENT)?,
+        })
     }
 }
 
@@ -182,17 +465,24 @@ fn end(line: &[u8], i: usize) -> bool {
         .is_some_and(|rest| rest.iter().all(|&b| b == b' '))
 }
 
+/// A non-string value the fast scanner accepts.
+#[derive(Debug, Clone, Copy)]
+enum Bare {
+    Null,
+    U64(u64),
+}
+
 /// One non-string value at `i`: returns it and the index after it, or `None` for anything but
 /// `null` or a JSON integer that fits `u64`.
 #[inline]
-fn scan_bare(line: &[u8], i: usize) -> Option<(Scalar<'static>, usize)> {
+fn scan_bare(line: &[u8], i: usize) -> Option<(Bare, usize)> {
     match *line.get(i)? {
-        b'n' => (line.get(i..i + 4)? == b"null").then_some((Scalar::Null, i + 4)),
+        b'n' => (line.get(i..i + 4)? == b"null").then_some((Bare::Null, i + 4)),
         b'0' => {
             // JSON forbids leading zeros: a lone 0 only.
             let next = line.get(i + 1).copied();
             (!matches!(next, Some(b'0'..=b'9' | b'.' | b'e' | b'E')))
-                .then_some((Scalar::U64(0), i + 1))
+                .then_some((Bare::U64(0), i + 1))
         }
         b'1'..=b'9' => {
             let mut n: u64 = 0;
@@ -202,7 +492,7 @@ fn scan_bare(line: &[u8], i: usize) -> Option<(Scalar<'static>, usize)> {
                 j += 1;
             }
             // Fractions and exponents go to serde_json.
-            (!matches!(line.get(j), Some(b'.' | b'e' | b'E'))).then_some((Scalar::U64(n), j))
+            (!matches!(line.get(j), Some(b'.' | b'e' | b'E'))).then_some((Bare::U64(n), j))
         }
         _ => None,
     }
@@ -281,7 +571,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
 }
 
 /// The keys vpslens reads; every other key is skipped by serde without allocation.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct RawRecord<'a> {
     #[serde(borrow, default)]
     start_time: Option<Scalar<'a>>,
@@ -314,30 +604,6 @@ struct RawRecord<'a> {
 }
 
 impl<'a> RawRecord<'a> {
-    /// The slot of a key the fast scanner met; `None` for keys vpslens ignores.
-    #[inline]
-    fn slot(&mut self, key: &[u8]) -> Option<&mut Option<Scalar<'a>>> {
-        // By length first: one comparison for most keys instead of a chain of memcmp calls.
-        let slot = match (key.len(), key) {
-            (4, b"path") => &mut self.path,
-            (6, b"method") => &mut self.method,
-            (8, b"protocol") => &mut self.protocol,
-            (8, b"duration") => &mut self.duration,
-            (9, b"authority") => &mut self.authority,
-            (10, b"start_time") => &mut self.start_time,
-            (10, b"bytes_sent") => &mut self.bytes_sent,
-            (10, b"user_agent") => &mut self.user_agent,
-            (13, b"response_code") => &mut self.response_code,
-            (14, b"response_flags") => &mut self.response_flags,
-            (14, b"bytes_received") => &mut self.bytes_received,
-            (15, b"x_forwarded_for") => &mut self.x_forwarded_for,
-            (16, b"upstream_cluster") => &mut self.upstream_cluster,
-            (25, b"downstream_remote_address") => &mut self.downstream_remote_address,
-            _ => return None,
-        };
-        Some(slot)
-    }
-
     fn into_record(self) -> Result<AccessRecord<'a>, ParseError> {
         let start = text("start_time", self.start_time)?.ok_or(ParseError::MissingField {
             field: "start_time",
@@ -432,39 +698,95 @@ mod tests {
 
     const TYPED: &str = r#"{"authority":"panel.example.com","bytes_received":0,"bytes_sent":120,"connection_termination_details":null,"downstream_local_address":"10.0.0.5:8080","downstream_remote_address":"203.0.113.11:51234","duration":12,"method":"GET","path":"/api/v1/server/UniProxy/config?node_id=1&node_type=vless&token=FAKE-TOKEN-do-not-use","protocol":"HTTP/1.1","request_id":"c2f1","requested_server_name":null,"response_code":200,"response_code_details":"via_upstream","response_flags":"-","route_name":"xboard-route","start_time":"2026-11-23T05:38:15.940Z","upstream_cluster":"outbound|80||xboard.airport-prod.svc.cluster.local","upstream_host":"10.0.1.7:80","upstream_local_address":"10.0.0.5:40000","upstream_service_time":"11","upstream_transport_failure_reason":null,"user_agent":"go-resty/2.7.0 (https://github.com/go-resty/resty)","x_forwarded_for":"203.0.113.11"}"#;
 
-    #[test]
-    fn quote_index_finds_every_quote_and_rejects_escapes_and_controls() {
-        let line = br#"{"a":"bc","d":12,"e":null}"#;
-        let q = Quotes::index(line).unwrap();
-        let want: Vec<u32> = (0u32..)
-            .zip(line.iter())
-            .filter(|(_, &b)| b == b'"')
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(&q.positions[..q.len], &want[..]);
-        assert!(Quotes::index(br#"{"a":"b\"c"}"#).is_none());
-        assert!(Quotes::index(b"{\"a\":\"b\tc\"}").is_none());
-        assert!(Quotes::index("\"".repeat(Quotes::MAX + 1).as_bytes()).is_none());
+    /// Every quote the cursor returns, in order, or `None` if it rejected the line.
+    fn all_quotes(line: &[u8]) -> Option<Vec<usize>> {
+        let mut q = QuoteCursor::new(line)?;
+        let mut out = Vec::new();
+        loop {
+            match q.next() {
+                Some(p) => out.push(p),
+                // The end of the line, or a rejected chunk further on.
+                None => return (q.base >= line.len()).then_some(out),
+            }
+        }
     }
 
     #[test]
-    fn quote_index_classifies_every_byte_at_every_block_offset() {
+    fn quote_cursor_finds_every_quote_and_rejects_escapes_and_controls() {
+        let line = br#"{"a":"bc","d":12,"e":null}"#;
+        let want: Vec<usize> = (0..line.len()).filter(|&i| line[i] == b'"').collect();
+        assert_eq!(all_quotes(line), Some(want));
+        assert_eq!(all_quotes(br#"{"a":"b\"c"}"#), None);
+        assert_eq!(all_quotes(b"{\"a\":\"b\tc\"}"), None);
+        let many = "\"".repeat(1000);
+        assert_eq!(all_quotes(many.as_bytes()), Some((0..1000).collect()));
+    }
+
+    #[test]
+    fn quote_cursor_classifies_every_byte_at_every_chunk_offset() {
         for b in 0..=255u8 {
-            // 40 bytes: two full 16-byte blocks and a tail, so every path is taken.
-            for pos in 0..40 {
-                let mut line = vec![b'a'; 40];
+            // 150 bytes: two full 64-byte chunks and a tail, so every path is taken.
+            for pos in 0..150 {
+                let mut line = vec![b'a'; 150];
                 line[pos] = b;
                 let rejected = b < 0x20 || b == b'\\';
-                match Quotes::index(&line) {
+                match all_quotes(&line) {
                     None => assert!(rejected, "byte {b:#x} at {pos} rejected"),
                     Some(q) => {
                         assert!(!rejected, "byte {b:#x} at {pos} accepted");
-                        let want: &[u32] = if b == b'"' { &[pos as u32] } else { &[] };
-                        assert_eq!(&q.positions[..q.len], want, "byte {b:#x} at {pos}");
+                        let want: &[usize] = if b == b'"' { &[pos] } else { &[] };
+                        assert_eq!(q, want, "byte {b:#x} at {pos}");
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn key_table_knows_exactly_the_known_keys() {
+        for (name, slot) in key::ALL {
+            // Far from the end (table path) and as the last bytes of the line (byte path).
+            let far = format!("\"{name}\":{}", " ".repeat(40));
+            assert_eq!(key_slot(far.as_bytes(), 1, 1 + name.len()), slot, "{name}");
+            let near = format!("\"{name}");
+            assert_eq!(key_slot(near.as_bytes(), 1, near.len()), slot, "{name}");
+            // One byte changed anywhere, one byte more or less: unknown.
+            for i in 0..name.len() {
+                let mut other = far.clone().into_bytes();
+                other[1 + i] ^= 0x20;
+                assert_eq!(
+                    key_slot(&other, 1, 1 + name.len()),
+                    key::OTHER,
+                    "{name} @{i}"
+                );
+            }
+            assert_eq!(key_slot(far.as_bytes(), 1, name.len()), key::OTHER);
+            assert_eq!(key_slot(far.as_bytes(), 1, 2 + name.len()), key::OTHER);
+        }
+    }
+
+    #[test]
+    fn plain_envoy_lines_take_the_fast_path() {
+        // The differential tests prove the fast path is never wrong; this proves it is used.
+        let rec = scan(TYPED.as_bytes()).expect("fast path");
+        assert_eq!(Ok(rec), parse_with_serde(TYPED.as_bytes()));
+        let spaced = TYPED.replace(",\"", " , \"").replace("\":", "\" : ");
+        assert!(scan(spaced.as_bytes()).is_some());
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/access-istio-json.log"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('{')).collect();
+        let fast = lines
+            .iter()
+            .filter(|l| scan(l.as_bytes()).is_some())
+            .count();
+        assert!(
+            fast * 10 >= lines.len() * 9,
+            "{fast} of {} fast",
+            lines.len()
+        );
     }
 
     #[test]

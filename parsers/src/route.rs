@@ -283,7 +283,13 @@ fn identity_params(query: &str) -> (Option<u32>, Option<NodeType>) {
     let mut node_type = None;
     let mut seen_id = false;
     let mut seen_type = false;
-    for pair in query.split('&') {
+    let mut rest = query;
+    loop {
+        // `&` is ASCII: both sides of it are char boundaries.
+        let (pair, next) = match memchr::memchr(b'&', rest.as_bytes()) {
+            Some(at) => (rest.get(..at).unwrap_or(""), rest.get(at + 1..)),
+            None => (rest, None),
+        };
         if let Some(v) = pair.strip_prefix("node_id=") {
             if !seen_id {
                 seen_id = true;
@@ -292,18 +298,18 @@ fn identity_params(query: &str) -> (Option<u32>, Option<NodeType>) {
         } else if let Some(v) = pair.strip_prefix("node_type=") {
             if !seen_type {
                 seen_type = true;
-                let lower = v.len() <= 16 && v.is_ascii();
                 node_type = Some(
                     NODE_TYPES
                         .iter()
-                        .position(|t| lower && t.eq_ignore_ascii_case(v))
+                        .position(|t| t.eq_ignore_ascii_case(v))
                         .and_then(|i| u8::try_from(i).ok())
                         .map_or(NodeType::Other, NodeType::Known),
                 );
             }
         }
-        if seen_id && seen_type {
-            break;
+        match next {
+            Some(n) if !(seen_id && seen_type) => rest = n,
+            _ => break,
         }
     }
     (node_id, node_type)

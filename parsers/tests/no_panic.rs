@@ -94,6 +94,14 @@ proptest! {
     }
 
     #[test]
+    fn socket_ip_parser_equals_the_reference_on_dotted_quads(
+        s in "([0-9]{0,4}\\.){0,4}[0-9]{0,4}(:[0-9]{0,6})?",
+    ) {
+        // Leading zeros, long octets, missing or extra dots: std's IPv4 rules, byte for byte.
+        prop_assert_eq!(vpslens_parsers::client::parse_socket_ip(&s), socket_ip_reference(&s));
+    }
+
+    #[test]
     fn socket_ip_parser_equals_the_reference_on_real_shapes(
         a in 0u16..300, b in 0u16..300, c in 0u16..300, d in 0u16..300,
         port in proptest::option::of(0u32..100_000),
