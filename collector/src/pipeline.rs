@@ -171,8 +171,9 @@ pub struct LineProcessor {
     shared: Arc<Shared>,
     generation: u64,
     registry: Arc<Registry>,
-    /// Registry node index → aggregator node id.
-    node_map: Vec<u32>,
+    /// Registry node index → aggregator node id and the node's Xboard `node_id` (copied out of
+    /// the registry so attribution touches one dense array, not the node records).
+    node_map: Vec<(u32, Option<u32>)>,
     /// Route template index → aggregator route label id.
     route_map: Vec<u16>,
     route_other: u16,
@@ -234,7 +235,7 @@ impl LineProcessor {
             .registry
             .nodes()
             .iter()
-            .map(|n| agg.node_id(&n.name))
+            .map(|n| (agg.node_id(&n.name), n.node_id))
             .collect();
         let routes = &self.shared.config.routes;
         self.route_map = (0..routes.len())
@@ -323,9 +324,11 @@ impl LineProcessor {
                 node_id_fallback = true;
             }
         }
-        let node = idx.and_then(|i| self.node_map.get(i as usize).copied());
-        let identity_mismatch = match (idx.and_then(|i| self.registry.node(i)), target.node_id) {
-            (Some(n), Some(claimed)) => n.node_id.is_some_and(|known| known != claimed),
+        let (node, known_id) = idx
+            .and_then(|i| self.node_map.get(i as usize).copied())
+            .map_or((None, None), |(node, id)| (Some(node), id));
+        let identity_mismatch = match (known_id, target.node_id) {
+            (Some(known), Some(claimed)) => known != claimed,
             _ => false,
         };
         Outcome::Event(Event {
