@@ -100,24 +100,14 @@ fn scan(line: &[u8]) -> Option<AccessRecord<'_>> {
             rec.put(key, Kind::Str, (i as u64 + 1) | ((v_end as u64) << 32))?;
             i = v_end + 1;
         } else {
-            let (value, next) = scan_bare(line, i)?;
-            match value {
-                Bare::Null => rec.put(key, Kind::Null, 0)?,
-                Bare::U64(n) => rec.put(key, Kind::Num, n)?,
-            }
+            let (kind, value, next) = scan_bare(line, i)?;
+            rec.put(key, kind, value)?;
             i = next;
         }
+        i = skip_spaces(line, i);
         match line.get(i) {
             Some(b',') => i = skip_spaces(line, i + 1),
             Some(b'}') => return end(line, i + 1).then(|| rec.finish(text)).flatten(),
-            Some(b' ') => {
-                i = skip_spaces(line, i);
-                match line.get(i) {
-                    Some(b',') => i = skip_spaces(line, i + 1),
-                    Some(b'}') => return end(line, i + 1).then(|| rec.finish(text)).flatten(),
-                    _ => return None,
-                }
-            }
             _ => return None,
         }
     }
@@ -406,7 +396,7 @@ impl Fields {
     fn text<'a>(&self, text: &'a str, slot: u8) -> Option<Option<Cow<'a, str>>> {
         Some(
             self.str(text, slot)?
-                .filter(|s| !s.is_empty() && *s != "-")
+                .filter(|s| !is_empty_marker(s))
                 .map(Cow::Borrowed),
         )
     }
@@ -419,7 +409,7 @@ impl Fields {
             Kind::Absent | Kind::Null => Some(None),
             Kind::Num => Some(Some(self.val[k])),
             Kind::Str => match self.str(text, slot)?? {
-                "" | "-" => Some(None),
+                s if is_empty_marker(s) => Some(None),
                 s => parse_decimal(s).map(Some),
             },
         }
@@ -465,24 +455,20 @@ fn end(line: &[u8], i: usize) -> bool {
         .is_some_and(|rest| rest.iter().all(|&b| b == b' '))
 }
 
-/// A non-string value the fast scanner accepts.
-#[derive(Debug, Clone, Copy)]
-enum Bare {
-    Null,
-    U64(u64),
-}
-
-/// One non-string value at `i`: returns it and the index after it, or `None` for anything but
-/// `null` or a JSON integer that fits `u64`.
+/// One non-string value at `i`: returns its [`Kind`] (`Null` or `Num`), its value (0 for `null`)
+/// and the index after it, or `None` for anything but `null` or a JSON integer that fits `u64`.
 #[inline]
-fn scan_bare(line: &[u8], i: usize) -> Option<(Bare, usize)> {
+fn scan_bare(line: &[u8], i: usize) -> Option<(Kind, u64, usize)> {
     match *line.get(i)? {
-        b'n' => (line.get(i..i + 4)? == b"null").then_some((Bare::Null, i + 4)),
+        b'n' => (line.get(i..i + 4)? == b"null").then_some((Kind::Null, 0, i + 4)),
         b'0' => {
             // JSON forbids leading zeros: a lone 0 only.
             let next = line.get(i + 1).copied();
-            (!matches!(next, Some(b'0'..=b'9' | b'.' | b'e' | b'E')))
-                .then_some((Bare::U64(0), i + 1))
+            (!matches!(next, Some(b'0'..=b'9' | b'.' | b'e' | b'E'))).then_some((
+                Kind::Num,
+                0,
+                i + 1,
+            ))
         }
         b'1'..=b'9' => {
             let mut n: u64 = 0;
@@ -492,7 +478,7 @@ fn scan_bare(line: &[u8], i: usize) -> Option<(Bare, usize)> {
                 j += 1;
             }
             // Fractions and exponents go to serde_json.
-            (!matches!(line.get(j), Some(b'.' | b'e' | b'E'))).then_some((Bare::U64(n), j))
+            (!matches!(line.get(j), Some(b'.' | b'e' | b'E'))).then_some((Kind::Num, n, j))
         }
         _ => None,
     }
@@ -655,7 +641,7 @@ fn text<'a>(
 ) -> Result<Option<Cow<'a, str>>, ParseError> {
     match v {
         None | Some(Scalar::Null) => Ok(None),
-        Some(Scalar::Str(s)) if s.is_empty() || s == "-" => Ok(None),
+        Some(Scalar::Str(s)) if is_empty_marker(&s) => Ok(None),
         Some(Scalar::Str(s)) => Ok(Some(s)),
         Some(_) => Err(ParseError::JsonType { field }),
     }
@@ -676,12 +662,18 @@ fn number(field: &'static str, v: Option<Scalar<'_>>) -> Result<Option<u64>, Par
                 Err(ParseError::BadNumber { field })
             }
         }
-        Some(Scalar::Str(s)) if s.is_empty() || s == "-" => Ok(None),
+        Some(Scalar::Str(s)) if is_empty_marker(&s) => Ok(None),
         Some(Scalar::Str(s)) => parse_decimal(&s)
             .map(Some)
             .ok_or(ParseError::BadNumber { field }),
         Some(Scalar::Other) => Err(ParseError::JsonType { field }),
     }
+}
+
+/// Envoy's "no value" strings: `""` and `"-"` (both paths treat them as absent).
+#[inline]
+fn is_empty_marker(s: &str) -> bool {
+    s.is_empty() || s == "-"
 }
 
 /// ASCII decimal digits only (no sign, no spaces), at most 19 digits.
