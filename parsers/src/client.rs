@@ -132,19 +132,21 @@ pub fn parse_socket_ip(s: &str) -> Option<IpAddr> {
         }
         IpAddr::V6(Ipv6Addr::from_str(host).ok()?)
     } else {
-        // One parse: no colon = bare IPv4; one colon = `IPv4:port` (IPv6 needs two or more);
-        // more = bare IPv6 (a bracket-less IPv6 with a port is ambiguous and rejected).
-        let mut colons = memchr::memchr_iter(b':', s.as_bytes());
-        match (colons.next(), colons.next()) {
-            (Some(at), None) => {
+        // No colon = bare IPv4; one colon = `IPv4:port` (IPv6 needs two or more); more = bare
+        // IPv6 (a bracket-less IPv6 with a port is ambiguous and rejected). The last colon is
+        // found from the right, a few bytes in: `IPv4:port` is settled without scanning the
+        // host, which `parse_ipv4` rejects if it holds a colon.
+        match s.as_bytes().iter().rposition(|&b| b == b':') {
+            None => IpAddr::V4(parse_ipv4(s.as_bytes())?),
+            Some(at) => {
                 let (host, port) = (s.get(..at)?, s.get(at + 1..)?);
-                if !valid_port(port) {
-                    return None;
+                match parse_ipv4(host.as_bytes()) {
+                    Some(v4) if valid_port(port) => IpAddr::V4(v4),
+                    // One colon and no `IPv4:port`: `from_str` rejects it too (IPv6 needs
+                    // two colons), so this only ever accepts a bare IPv6.
+                    _ => IpAddr::from_str(s).ok()?,
                 }
-                IpAddr::V4(parse_ipv4(host.as_bytes())?)
             }
-            (None, _) => IpAddr::V4(parse_ipv4(s.as_bytes())?),
-            _ => IpAddr::from_str(s).ok()?,
         }
     };
     Some(ip.to_canonical())

@@ -90,7 +90,10 @@ fn scan(line: &[u8]) -> Option<AccessRecord<'_>> {
                 return None;
             }
         }
-        i = skip_spaces(line, i + 1);
+        i += 1;
+        if line.get(i) == Some(&b' ') {
+            i = skip_spaces(line, i);
+        }
         // Value.
         if line.get(i) == Some(&b'"') {
             if q.next()? != i {
@@ -104,11 +107,19 @@ fn scan(line: &[u8]) -> Option<AccessRecord<'_>> {
             rec.put(key, kind, value)?;
             i = next;
         }
-        i = skip_spaces(line, i);
-        match line.get(i) {
-            Some(b',') => i = skip_spaces(line, i + 1),
-            Some(b'}') => return end(line, i + 1).then(|| rec.finish(text)).flatten(),
-            _ => return None,
+        // Envoy prints compact JSON: spaces are only looked for where the separator is not.
+        if line.get(i) != Some(&b',') {
+            i = skip_spaces(line, i);
+            if line.get(i) == Some(&b'}') {
+                return end(line, i + 1).then(|| rec.finish(text)).flatten();
+            }
+            if line.get(i) != Some(&b',') {
+                return None;
+            }
+        }
+        i += 1;
+        if line.get(i) == Some(&b' ') {
+            i = skip_spaces(line, i);
         }
     }
 }
@@ -128,10 +139,14 @@ impl<'a> QuoteCursor<'a> {
     /// A cursor at the first chunk; `None` if that chunk has a control character or backslash.
     #[inline]
     fn new(line: &'a [u8]) -> Option<Self> {
+        let pending = match first_chunk(line) {
+            Some(chunk) => chunk_quotes(chunk)?,
+            None => chunk_quotes(&padded(line))?,
+        };
         Some(QuoteCursor {
             line,
             base: 0,
-            pending: chunk_quotes(line, 0)?,
+            pending,
         })
     }
 
@@ -147,37 +162,68 @@ impl<'a> QuoteCursor<'a> {
         Some(at)
     }
 
-    /// Loads chunks until one has a quote.
+    /// Loads whole chunks until one has a quote (the line's partial last chunk is
+    /// [`QuoteCursor::refill_tail`]'s).
     #[inline(never)]
     fn refill(&mut self) -> Option<()> {
-        while self.pending == 0 {
+        loop {
             self.base += 64;
-            if self.base >= self.line.len() {
-                return None;
+            match self.line.get(self.base..).and_then(first_chunk) {
+                Some(chunk) => {
+                    self.pending = chunk_quotes(chunk)?;
+                    if self.pending != 0 {
+                        return Some(());
+                    }
+                }
+                None => return self.refill_tail(),
             }
-            self.pending = chunk_quotes(self.line, self.base)?;
+        }
+    }
+
+    /// The bytes from `base` to the end of the line, fewer than 64: the line's last 64 bytes are
+    /// classified (those before `base` again) and the mask shifted so bit 0 is `base`. Lines
+    /// shorter than 64 bytes never get here (their only chunk is the first).
+    #[inline(never)]
+    fn refill_tail(&mut self) -> Option<()> {
+        let len = self.line.len();
+        if self.base >= len {
+            return None;
+        }
+        let start = len.checked_sub(64)?;
+        let chunk = self.line.get(start..).and_then(first_chunk)?;
+        // 0 < base - start < 64: base < len and base + 64 > len.
+        self.pending = chunk_quotes(chunk)? >> (self.base - start);
+        if self.pending == 0 {
+            // No quote left: the end of the line.
+            self.base = len;
+            return None;
         }
         Some(())
     }
 }
 
-/// The quote mask of the 64 bytes at `base` (bytes past the end count as spaces), or `None` if
-/// they hold a control character (0x00–0x1f) or a backslash.
-#[inline]
-fn chunk_quotes(line: &[u8], base: usize) -> Option<u64> {
+/// The first 64 bytes of `bytes`, if it has that many.
+#[inline(always)]
+fn first_chunk(bytes: &[u8]) -> Option<&[u8; 64]> {
+    bytes.first_chunk::<64>()
+}
+
+/// A line shorter than 64 bytes, padded with spaces.
+#[inline(never)]
+fn padded(line: &[u8]) -> [u8; 64] {
+    let mut chunk = [b' '; 64];
+    for (c, &b) in chunk.iter_mut().zip(line) {
+        *c = b;
+    }
+    chunk
+}
+
+/// The quote mask of a 64-byte chunk, or `None` if it holds a control character (0x00–0x1f) or
+/// a backslash.
+#[inline(always)]
+fn chunk_quotes(chunk: &[u8; 64]) -> Option<u64> {
     use wide::u8x16;
-    let blocks: [[u8; 16]; 4] = match line
-        .get(base..base + 64)
-        .and_then(|s| <&[u8; 64]>::try_from(s).ok())
-    {
-        Some(full) => bytemuck::cast(*full),
-        None => {
-            let mut chunk = [b' '; 64];
-            let rest = line.get(base..).unwrap_or_default();
-            chunk[..rest.len()].copy_from_slice(rest);
-            bytemuck::cast(chunk)
-        }
-    };
+    let blocks: [[u8; 16]; 4] = bytemuck::cast(*chunk);
     let mut quotes = 0u64;
     let mut bad = u8x16::splat(0);
     for (k, block) in blocks.into_iter().enumerate() {
@@ -195,27 +241,23 @@ mod key {
     pub const START_TIME: u8 = 0;
     pub const METHOD: u8 = 1;
     pub const PATH: u8 = 2;
-    pub const PROTOCOL: u8 = 3;
-    pub const RESPONSE_CODE: u8 = 4;
-    pub const RESPONSE_FLAGS: u8 = 5;
-    pub const BYTES_RECEIVED: u8 = 6;
-    pub const BYTES_SENT: u8 = 7;
-    pub const DURATION: u8 = 8;
-    pub const X_FORWARDED_FOR: u8 = 9;
-    pub const DOWNSTREAM_REMOTE_ADDRESS: u8 = 10;
-    pub const UPSTREAM_CLUSTER: u8 = 11;
-    pub const AUTHORITY: u8 = 12;
-    pub const USER_AGENT: u8 = 13;
+    pub const RESPONSE_CODE: u8 = 3;
+    pub const RESPONSE_FLAGS: u8 = 4;
+    pub const BYTES_RECEIVED: u8 = 5;
+    pub const BYTES_SENT: u8 = 6;
+    pub const DURATION: u8 = 7;
+    pub const X_FORWARDED_FOR: u8 = 8;
+    pub const DOWNSTREAM_REMOTE_ADDRESS: u8 = 9;
+    pub const UPSTREAM_CLUSTER: u8 = 10;
     /// Any key vpslens ignores (a scratch slot: its values are never read).
     pub const OTHER: u8 = 15;
     /// The known keys' bits.
-    pub const KNOWN: u16 = (1 << 14) - 1;
+    pub const KNOWN: u16 = (1 << 11) - 1;
     /// Every known key and its slot.
-    pub const ALL: [(&str, u8); 14] = [
+    pub const ALL: [(&str, u8); 11] = [
         ("start_time", START_TIME),
         ("method", METHOD),
         ("path", PATH),
-        ("protocol", PROTOCOL),
         ("response_code", RESPONSE_CODE),
         ("response_flags", RESPONSE_FLAGS),
         ("bytes_received", BYTES_RECEIVED),
@@ -224,8 +266,6 @@ mod key {
         ("x_forwarded_for", X_FORWARDED_FOR),
         ("downstream_remote_address", DOWNSTREAM_REMOTE_ADDRESS),
         ("upstream_cluster", UPSTREAM_CLUSTER),
-        ("authority", AUTHORITY),
-        ("user_agent", USER_AGENT),
     ];
 }
 
@@ -322,11 +362,9 @@ fn key_slot(line: &[u8], start: usize, end: usize) -> u8 {
 /// The mask of a key's first `min(len, 8)` bytes in a little-endian u64.
 #[inline(always)]
 fn first8_mask(len: usize) -> u64 {
-    if len >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (8 * len)) - 1
-    }
+    // Branch-free; for `len` 0 the shift wraps to 0 (all ones), which is harmless: no table
+    // entry has length 0.
+    u64::MAX.wrapping_shr(8 * (8 - len.min(8)) as u32)
 }
 
 #[cold]
@@ -425,7 +463,6 @@ impl Fields {
             start_time_ms: parse_rfc3339_ms(start).ok()?,
             method: self.text(text, key::METHOD)?,
             path: self.text(text, key::PATH)?,
-            protocol: self.text(text, key::PROTOCOL)?,
             response_code: status_code(code).ok()?,
             response_flags: self.text(text, key::RESPONSE_FLAGS)?,
             bytes_received: self.number(text, key::BYTES_RECEIVED)?.unwrap_or(0),
@@ -434,8 +471,6 @@ impl Fields {
             x_forwarded_for: self.text(text, key::X_FORWARDED_FOR)?,
             downstream_remote_address: self.text(text, key::DOWNSTREAM_REMOTE_ADDRESS)?,
             upstream_cluster: self.text(text, key::UPSTREAM_CLUSTER)?,
-            authority: self.text(text, key::AUTHORITY)?,
-            user_agent: self.text(text, key::USER_AGENT)?,
         })
     }
 }
@@ -566,8 +601,6 @@ struct RawRecord<'a> {
     #[serde(borrow, default)]
     path: Option<Scalar<'a>>,
     #[serde(borrow, default)]
-    protocol: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
     response_code: Option<Scalar<'a>>,
     #[serde(borrow, default)]
     response_flags: Option<Scalar<'a>>,
@@ -583,10 +616,6 @@ struct RawRecord<'a> {
     downstream_remote_address: Option<Scalar<'a>>,
     #[serde(borrow, default)]
     upstream_cluster: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
-    authority: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
-    user_agent: Option<Scalar<'a>>,
 }
 
 impl<'a> RawRecord<'a> {
@@ -602,7 +631,6 @@ impl<'a> RawRecord<'a> {
             start_time_ms: parse_rfc3339_ms(&start)?,
             method: text("method", self.method)?,
             path: text("path", self.path)?,
-            protocol: text("protocol", self.protocol)?,
             response_code: status_code(code)?,
             response_flags: text("response_flags", self.response_flags)?,
             bytes_received: number("bytes_received", self.bytes_received)?.unwrap_or(0),
@@ -614,8 +642,6 @@ impl<'a> RawRecord<'a> {
                 self.downstream_remote_address,
             )?,
             upstream_cluster: text("upstream_cluster", self.upstream_cluster)?,
-            authority: text("authority", self.authority)?,
-            user_agent: text("user_agent", self.user_agent)?,
         })
     }
 }
@@ -717,17 +743,21 @@ mod tests {
     #[test]
     fn quote_cursor_classifies_every_byte_at_every_chunk_offset() {
         for b in 0..=255u8 {
-            // 150 bytes: two full 64-byte chunks and a tail, so every path is taken.
-            for pos in 0..150 {
-                let mut line = vec![b'a'; 150];
+            // Shorter than a chunk, whole chunks, and partial tails (the tail chunk overlaps the
+            // one before it), so every path is taken.
+            for (len, pos) in [1, 63, 64, 65, 128, 150, 191]
+                .into_iter()
+                .flat_map(|len| (0..len).map(move |pos| (len, pos)))
+            {
+                let mut line = vec![b'a'; len];
                 line[pos] = b;
                 let rejected = b < 0x20 || b == b'\\';
                 match all_quotes(&line) {
-                    None => assert!(rejected, "byte {b:#x} at {pos} rejected"),
+                    None => assert!(rejected, "byte {b:#x} at {pos}/{len} rejected"),
                     Some(q) => {
-                        assert!(!rejected, "byte {b:#x} at {pos} accepted");
+                        assert!(!rejected, "byte {b:#x} at {pos}/{len} accepted");
                         let want: &[usize] = if b == b'"' { &[pos] } else { &[] };
-                        assert_eq!(q, want, "byte {b:#x} at {pos}");
+                        assert_eq!(q, want, "byte {b:#x} at {pos}/{len}");
                     }
                 }
             }
@@ -825,9 +855,9 @@ mod tests {
 
     #[test]
     fn escaped_strings_are_unescaped() {
-        let line = r#"{"start_time":"2026-11-23T05:38:15Z","response_code":200,"user_agent":"a \"quoted\" agent\u00e9"}"#;
+        let line = r#"{"start_time":"2026-11-23T05:38:15Z","response_code":200,"upstream_cluster":"a \"quoted\" cluster\u00e9"}"#;
         let r = parse(line.as_bytes()).unwrap();
-        assert_eq!(r.user_agent.as_deref(), Some("a \"quoted\" agenté"));
+        assert_eq!(r.upstream_cluster.as_deref(), Some("a \"quoted\" clusteré"));
     }
 
     #[test]

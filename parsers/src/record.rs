@@ -19,8 +19,6 @@ pub struct AccessRecord<'a> {
     /// It may contain the panel `token`; callers must only pass it to
     /// [`crate::route::RouteTable::classify`], which drops the query string.
     pub path: Option<Cow<'a, str>>,
-    /// `%PROTOCOL%`: `HTTP/1.1`, `HTTP/2`, `HTTP/3`.
-    pub protocol: Option<Cow<'a, str>>,
     /// `%RESPONSE_CODE%`; `0` when no response was sent (downstream went away).
     pub response_code: u16,
     /// `%RESPONSE_FLAGS%`: comma-joined short flags (`UF,URX`); `None` when Envoy printed `-`.
@@ -39,8 +37,4 @@ pub struct AccessRecord<'a> {
     /// `%UPSTREAM_CLUSTER_RAW%` (or `%UPSTREAM_CLUSTER%`), e.g.
     /// `outbound|80||xboard.airport-prod.svc.cluster.local`.
     pub upstream_cluster: Option<Cow<'a, str>>,
-    /// `%REQ(:AUTHORITY)%`.
-    pub authority: Option<Cow<'a, str>>,
-    /// `%REQ(USER-AGENT)%` (attacker-controlled: never a label).
-    pub user_agent: Option<Cow<'a, str>>,
 }

@@ -19,23 +19,27 @@ use crate::ParseError;
 /// ```
 pub fn parse_rfc3339_ms(s: &str) -> Result<i64, ParseError> {
     let b = s.as_bytes();
-    if b.len() < 20 {
+    let head = match b.first_chunk::<19>() {
+        Some(head) if b.len() >= 20 => head,
+        _ => return Err(ParseError::BadTimestamp),
+    };
+    // `YYYY-MM-DDTHH:MM:SS`, checked without a branch per byte (this runs once per line).
+    let d = |i: usize| head[i].wrapping_sub(b'0');
+    let mut bad = false;
+    for i in [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18] {
+        bad |= d(i) > 9;
+    }
+    bad |= head[4] != b'-'
+        || head[7] != b'-'
+        || !matches!(head[10], b'T' | b't' | b' ')
+        || head[13] != b':'
+        || head[16] != b':';
+    if bad {
         return Err(ParseError::BadTimestamp);
     }
-    let year = digits(b, 0, 4)?;
-    let month = digits(b, 5, 2)?;
-    let day = digits(b, 8, 2)?;
-    let hour = digits(b, 11, 2)?;
-    let min = digits(b, 14, 2)?;
-    let sec = digits(b, 17, 2)?;
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err(ParseError::BadTimestamp);
-    }
+    let two = |i: usize| i64::from(d(i)) * 10 + i64::from(d(i + 1));
+    let (year, month, day) = (two(0) * 100 + two(2), two(5), two(8));
+    let (hour, min, sec) = (two(11), two(14), two(17));
     if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year, month)
@@ -120,6 +124,66 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The parser as first written (a digit helper per field): the reference the straight-line
+    /// version is held to.
+    fn reference(s: &str) -> Result<i64, ParseError> {
+        let b = s.as_bytes();
+        if b.len() < 20 {
+            return Err(ParseError::BadTimestamp);
+        }
+        let year = digits(b, 0, 4)?;
+        let month = digits(b, 5, 2)?;
+        let day = digits(b, 8, 2)?;
+        let hour = digits(b, 11, 2)?;
+        let min = digits(b, 14, 2)?;
+        let sec = digits(b, 17, 2)?;
+        if b[4] != b'-'
+            || b[7] != b'-'
+            || !matches!(b[10], b'T' | b't' | b' ')
+            || b[13] != b':'
+            || b[16] != b':'
+        {
+            return Err(ParseError::BadTimestamp);
+        }
+        if !(1..=12).contains(&month)
+            || day == 0
+            || day > days_in_month(year, month)
+            || hour > 23
+            || min > 59
+            || sec > 60
+        {
+            return Err(ParseError::BadTimestamp);
+        }
+        // The tail (fraction, offset) is shared code: compare through a canonical suffix.
+        let days = days_from_civil(year, month, day);
+        let base = (days * 86_400 + hour * 3600 + min * 60 + sec) * 1000;
+        let tail = format!("1970-01-01T00:00:00{}", &s[19..]);
+        parse_rfc3339_ms(&tail).map(|t| base + t)
+    }
+
+    proptest! {
+        #[test]
+        fn equals_the_reference(
+            ymd in (0u32..10_000, 0u32..14, 0u32..33),
+            hms in (0u32..26, 0u32..62, 0u32..62),
+            sep in proptest::sample::select(vec!['T', 't', ' ']),
+            mutate in proptest::option::weighted(0.3, (0usize..19, any::<u8>())),
+            tail in prop_oneof![Just("Z"), Just(".940Z"), Just(".5+01:00"), Just("-05:30"), Just("")],
+        ) {
+            let date = format!(
+                "{:04}-{:02}-{:02}{sep}{:02}:{:02}:{:02}",
+                ymd.0, ymd.1, ymd.2, hms.0, hms.1, hms.2
+            );
+            let mut bytes = date.into_bytes();
+            if let Some((at, b)) = mutate {
+                bytes[at] = b & 0x7f;
+            }
+            let s = format!("{}{tail}", String::from_utf8(bytes).unwrap());
+            prop_assert_eq!(parse_rfc3339_ms(&s), reference(&s), "{}", s);
+        }
+    }
 
     #[test]
     fn epoch_and_known_values() {
