@@ -24,6 +24,21 @@ pub struct HeavyHitter {
     pub last_seen_ms: i64,
 }
 
+/// A heap entry: a slot's count (copied, so sifting never reads the slots) and the slot.
+#[derive(Debug, Clone, Copy)]
+struct HeapEntry {
+    count: u64,
+    slot: u32,
+}
+
+impl HeapEntry {
+    /// The heap order: `(count, slot)`, unique per entry.
+    #[inline]
+    fn key(self) -> (u64, u32) {
+        (self.count, self.slot)
+    }
+}
+
 /// Space-saving summary with O(log capacity) updates and no allocation once full.
 ///
 /// The minimum is kept by an indexed binary min-heap over `(count, slot)`, so the address
@@ -33,20 +48,23 @@ pub struct TopK {
     capacity: usize,
     slots: Vec<HeavyHitter>,
     #[serde(skip)]
-    index: FxHashMap<IpAddr, usize>,
-    /// Slot numbers in heap order (root = smallest `(count, slot)`).
+    index: FxHashMap<IpAddr, u32>,
+    /// `(count, slot)` in heap order (root = smallest).
     #[serde(skip)]
-    heap: Vec<usize>,
+    heap: Vec<HeapEntry>,
     /// Slot number → its position in `heap`.
     #[serde(skip)]
-    pos: Vec<usize>,
+    pos: Vec<u32>,
 }
 
+/// Slots are numbered with `u32` (the capacity is capped to that).
+const MAX_CAPACITY: usize = u32::MAX as usize;
+
 impl TopK {
-    /// A summary tracking at most `capacity` addresses (at least 1).
+    /// A summary tracking at most `capacity` addresses (at least 1, at most 2³²−1).
     pub fn new(capacity: usize) -> Self {
         TopK {
-            capacity: capacity.max(1),
+            capacity: capacity.clamp(1, MAX_CAPACITY),
             slots: Vec::new(),
             index: FxHashMap::default(),
             heap: Vec::new(),
@@ -56,70 +74,91 @@ impl TopK {
 
     /// Rebuilds the indexes after deserialisation.
     pub fn restore(&mut self) {
+        self.capacity = self.capacity.clamp(1, MAX_CAPACITY);
+        self.slots.truncate(self.capacity);
         self.index = self
             .slots
             .iter()
-            .enumerate()
-            .map(|(i, h)| (h.address, i))
+            .zip(0u32..)
+            .map(|(h, i)| (h.address, i))
             .collect();
-        self.heap = (0..self.slots.len()).collect();
-        self.pos = (0..self.slots.len()).collect();
+        self.heap = self
+            .slots
+            .iter()
+            .zip(0u32..)
+            .map(|(h, slot)| HeapEntry {
+                count: h.count,
+                slot,
+            })
+            .collect();
+        self.pos = (0u32..).take(self.slots.len()).collect();
         for at in (0..self.heap.len() / 2).rev() {
             self.sift_down(at);
         }
     }
 
-    fn key(&self, slot: usize) -> (u64, usize) {
-        (self.slots[slot].count, slot)
-    }
-
-    fn swap(&mut self, a: usize, b: usize) {
-        self.heap.swap(a, b);
-        self.pos[self.heap[a]] = a;
-        self.pos[self.heap[b]] = b;
+    /// Puts `e` at heap position `at` and records where its slot is.
+    #[inline]
+    fn place(&mut self, at: usize, e: HeapEntry) {
+        self.heap[at] = e;
+        self.pos[e.slot as usize] = at as u32;
     }
 
     fn sift_up(&mut self, mut at: usize) {
+        let e = self.heap[at];
         while at > 0 {
             let parent = (at - 1) / 2;
-            if self.key(self.heap[at]) >= self.key(self.heap[parent]) {
+            if e.key() >= self.heap[parent].key() {
                 break;
             }
-            self.swap(at, parent);
+            self.place(at, self.heap[parent]);
             at = parent;
         }
+        self.place(at, e);
     }
 
+    /// Moves the entry at `at` down to its place (a hole is moved, the entry written once).
     fn sift_down(&mut self, mut at: usize) {
+        let n = self.heap.len();
+        let e = self.heap[at];
         loop {
-            let (l, r) = (2 * at + 1, 2 * at + 2);
-            let mut min = at;
-            if l < self.heap.len() && self.key(self.heap[l]) < self.key(self.heap[min]) {
-                min = l;
-            }
-            if r < self.heap.len() && self.key(self.heap[r]) < self.key(self.heap[min]) {
-                min = r;
-            }
-            if min == at {
+            let l = 2 * at + 1;
+            if l >= n {
                 break;
             }
-            self.swap(at, min);
-            at = min;
+            let r = l + 1;
+            let c = if r < n && self.heap[r].key() < self.heap[l].key() {
+                r
+            } else {
+                l
+            };
+            let child = self.heap[c];
+            if child.key() >= e.key() {
+                break;
+            }
+            self.place(at, child);
+            at = c;
         }
+        self.place(at, e);
     }
 
     /// Counts one request from `address` at `start_time_ms`.
     pub fn observe(&mut self, address: IpAddr, start_time_ms: i64) {
         if let Some(&i) = self.index.get(&address) {
-            let h = &mut self.slots[i];
+            let h = &mut self.slots[i as usize];
             h.count += 1;
             h.last_seen_ms = h.last_seen_ms.max(start_time_ms);
             // The key only grew: it can only move down.
-            self.sift_down(self.pos[i]);
+            let at = self.pos[i as usize] as usize;
+            self.heap[at].count = h.count;
+            self.sift_down(at);
             return;
         }
         if self.slots.len() < self.capacity {
-            let i = self.slots.len();
+            // Below the capacity, itself at most u32::MAX.
+            let Ok(i) = u32::try_from(self.slots.len()) else {
+                return;
+            };
             self.slots.push(HeavyHitter {
                 address,
                 count: 1,
@@ -127,15 +166,16 @@ impl TopK {
                 last_seen_ms: start_time_ms,
             });
             self.index.insert(address, i);
-            self.heap.push(i);
-            self.pos.push(self.heap.len() - 1);
+            self.heap.push(HeapEntry { count: 1, slot: i });
+            self.pos.push(i);
             self.sift_up(self.heap.len() - 1);
             return;
         }
         // Full: the smallest `(count, slot)` gives its place and its count as the error bound.
-        let Some(&i) = self.heap.first() else {
+        let Some(&root) = self.heap.first() else {
             return;
         };
+        let i = root.slot as usize;
         let min = self.slots[i].count;
         self.index.remove(&self.slots[i].address);
         self.slots[i] = HeavyHitter {
@@ -144,14 +184,15 @@ impl TopK {
             error: min,
             last_seen_ms: start_time_ms,
         };
-        self.index.insert(address, i);
+        self.index.insert(address, root.slot);
+        self.heap[0].count = min + 1;
         self.sift_down(0);
     }
 
     /// The `n` largest, by estimated count (descending; ties: the later slot first).
     pub fn top(&self, n: usize) -> Vec<HeavyHitter> {
         let mut order: Vec<usize> = (0..self.slots.len()).collect();
-        order.sort_unstable_by_key(|&i| std::cmp::Reverse(self.key(i)));
+        order.sort_unstable_by_key(|&i| std::cmp::Reverse((self.slots[i].count, i)));
         order.into_iter().take(n).map(|i| self.slots[i]).collect()
     }
 
