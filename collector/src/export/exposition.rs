@@ -57,6 +57,12 @@ pub type Labels<'a> = [(&'a str, &'a str)];
 pub struct Writer {
     out: String,
     dialect: Dialect,
+    /// Bucket bounds last rendered by [`Writer::histogram`] and their `le` texts (formatted
+    /// once per scrape, not once per series).
+    le_bounds: Vec<f64>,
+    le_text: Vec<String>,
+    /// Scratch: one histogram's `name_bucket{labels,` prefix.
+    bucket_head: String,
 }
 
 impl Writer {
@@ -65,6 +71,9 @@ impl Writer {
         Writer {
             out: String::with_capacity(64 * 1024),
             dialect,
+            le_bounds: Vec::new(),
+            le_text: Vec::new(),
+            bucket_head: String::new(),
         }
     }
 
@@ -86,7 +95,9 @@ impl Writer {
     /// One sample with an integer value.
     pub fn sample_u64(&mut self, name: &str, labels: &Labels<'_>, v: u64) {
         self.head(name, labels, None);
-        let _ = writeln!(self.out, " {v}");
+        self.out.push(' ');
+        self.out.push_str(itoa::Buffer::new().format(v));
+        self.out.push('\n');
     }
 
     /// One sample with a float value.
@@ -107,17 +118,39 @@ impl Writer {
         cumulative: &[u64],
         sum: f64,
     ) {
-        let mut le = String::new();
-        let bucket = format!("{name}_bucket");
-        for (i, c) in cumulative.iter().enumerate() {
-            le.clear();
-            match bounds.get(i) {
-                Some(b) => push_float(&mut le, *b),
-                None => le.push_str("+Inf"),
-            }
-            self.head(&bucket, labels, Some(&le));
-            let _ = writeln!(self.out, " {c}");
+        if self.le_bounds != bounds {
+            self.le_bounds = bounds.to_vec();
+            self.le_text = bounds
+                .iter()
+                .map(|&b| {
+                    let mut t = String::new();
+                    push_float(&mut t, b);
+                    t
+                })
+                .collect();
         }
+        // `name_bucket{labels,` once; then per bucket only `le` and the count.
+        let mut head = std::mem::take(&mut self.bucket_head);
+        head.clear();
+        head.push_str(name);
+        head.push_str("_bucket{");
+        for (k, v) in labels {
+            head.push_str(k);
+            head.push_str("=\"");
+            escape_into(&mut head, v);
+            head.push_str("\",");
+        }
+        let mut num = itoa::Buffer::new();
+        for (i, c) in cumulative.iter().enumerate() {
+            self.out.push_str(&head);
+            self.out.push_str("le=\"");
+            self.out
+                .push_str(self.le_text.get(i).map_or("+Inf", String::as_str));
+            self.out.push_str("\"} ");
+            self.out.push_str(num.format(*c));
+            self.out.push('\n');
+        }
+        self.bucket_head = head;
         let count = cumulative.last().copied().unwrap_or(0);
         self.sample_f64(&format!("{name}_sum"), labels, sum);
         self.sample_u64(&format!("{name}_count"), labels, count);
@@ -154,6 +187,11 @@ impl Writer {
 
 /// Escapes a label value (`\`, `"`, newline) per the exposition formats.
 pub fn escape_into(out: &mut String, v: &str) {
+    // Label values rarely need escaping: copy them whole when they do not.
+    if memchr::memchr3(b'\\', b'"', b'\n', v.as_bytes()).is_none() {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

@@ -42,9 +42,14 @@ pub struct NodeRow {
 pub fn rows(shared: &Shared) -> (Vec<NodeRow>, u64) {
     let registry = shared.registry.current();
     let agg = shared.lock();
-    let mut by_node: BTreeMap<String, (u64, u64, u64, Histogram)> = BTreeMap::new();
+    // By aggregator node id first (no name per series), then by name.
+    let mut by_id: Vec<Option<(u64, u64, u64, Histogram)>> = Vec::new();
     for (k, s) in agg.series() {
-        let e = by_node.entry(agg.node_name(k.node).to_owned()).or_default();
+        let id = k.node as usize;
+        if id >= by_id.len() {
+            by_id.resize(id + 1, None);
+        }
+        let e = by_id[id].get_or_insert_with(Default::default);
         e.0 += s.requests;
         if k.code == 0 || (500..600).contains(&k.code) {
             e.1 += s.requests;
@@ -73,6 +78,10 @@ pub fn rows(shared: &Shared) -> (Vec<NodeRow>, u64) {
             },
         );
     }
+    let by_node = by_id
+        .into_iter()
+        .zip(0u32..)
+        .filter_map(|(e, id)| e.map(|e| (agg.node_name(id).to_owned(), e)));
     for (name, (req, err, cerr, h)) in by_node {
         let row = out.entry(name.clone()).or_insert_with(|| NodeRow {
             name: name.clone(),
