@@ -43,7 +43,7 @@ pub fn rows(shared: &Shared) -> (Vec<NodeRow>, u64) {
     let registry = shared.registry.current();
     let agg = shared.lock();
     // By aggregator node id first (no name per series), then by name.
-    let mut by_id: Vec<Option<(u64, u64, u64, Histogram)>> = Vec::new();
+    let mut by_id: Vec<Option<(u64, u64, u64, Histogram)>> = vec![None; agg.node_names.len()];
     for (k, s) in agg.series() {
         let id = k.node as usize;
         if id >= by_id.len() {
