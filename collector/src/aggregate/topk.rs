@@ -75,7 +75,6 @@ impl TopK {
     /// Rebuilds the indexes after deserialisation.
     pub fn restore(&mut self) {
         self.capacity = self.capacity.clamp(1, MAX_CAPACITY);
-        self.slots.truncate(self.capacity);
         self.index = self
             .slots
             .iter()

@@ -94,7 +94,7 @@ impl Writer {
 
     /// One sample with an integer value.
     pub fn sample_u64(&mut self, name: &str, labels: &Labels<'_>, v: u64) {
-        self.head(name, labels, None);
+        self.head(name, labels);
         self.out.push(' ');
         self.out.push_str(itoa::Buffer::new().format(v));
         self.out.push('\n');
@@ -102,7 +102,7 @@ impl Writer {
 
     /// One sample with a float value.
     pub fn sample_f64(&mut self, name: &str, labels: &Labels<'_>, v: f64) {
-        self.head(name, labels, None);
+        self.head(name, labels);
         self.out.push(' ');
         push_float(&mut self.out, v);
         self.out.push('\n');
@@ -134,12 +134,7 @@ impl Writer {
         head.clear();
         head.push_str(name);
         head.push_str("_bucket{");
-        for (k, v) in labels {
-            head.push_str(k);
-            head.push_str("=\"");
-            escape_into(&mut head, v);
-            head.push_str("\",");
-        }
+        push_label_pairs(&mut head, labels);
         let mut num = itoa::Buffer::new();
         for (i, c) in cumulative.iter().enumerate() {
             self.out.push_str(&head);
@@ -156,23 +151,16 @@ impl Writer {
         self.sample_u64(&format!("{name}_count"), labels, count);
     }
 
-    fn head(&mut self, name: &str, labels: &Labels<'_>, le: Option<&str>) {
+    /// `name` or `name{k="v",…}`.
+    fn head(&mut self, name: &str, labels: &Labels<'_>) {
         self.out.push_str(name);
-        if labels.is_empty() && le.is_none() {
+        if labels.is_empty() {
             return;
         }
         self.out.push('{');
-        let mut first = true;
-        for (k, v) in labels.iter().copied().chain(le.map(|l| ("le", l))) {
-            if !first {
-                self.out.push(',');
-            }
-            first = false;
-            self.out.push_str(k);
-            self.out.push_str("=\"");
-            escape_into(&mut self.out, v);
-            self.out.push('"');
-        }
+        push_label_pairs(&mut self.out, labels);
+        // The last pair's `,` closes the set.
+        self.out.pop();
         self.out.push('}');
     }
 
@@ -182,6 +170,16 @@ impl Writer {
             self.out.push_str("# EOF\n");
         }
         self.out
+    }
+}
+
+/// `k="v",` for each label (values escaped), every pair followed by a comma.
+fn push_label_pairs(out: &mut String, labels: &Labels<'_>) {
+    for (k, v) in labels {
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_into(out, v);
+        out.push_str("\",");
     }
 }
 
