@@ -111,6 +111,29 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
+    // Registry load (once per start and per edit): the same 3000 nodes as YAML and as JSON.
+    let yaml = vpslens_benches::registry_yaml(3000);
+    let json = vpslens_benches::registry_json(3000);
+    let mut g = c.benchmark_group("registry_load");
+    g.throughput(Throughput::Elements(3000));
+    g.bench_function("yaml_3000_nodes", |b| {
+        b.iter(|| {
+            black_box(Registry::from_bytes(
+                std::path::Path::new("r.yaml"),
+                yaml.as_bytes(),
+            ))
+        });
+    });
+    g.bench_function("json_3000_nodes", |b| {
+        b.iter(|| {
+            black_box(Registry::from_bytes(
+                std::path::Path::new("r.json"),
+                json.as_bytes(),
+            ))
+        });
+    });
+    g.finish();
+
     // Aggregate: recording pre-attributed events (the locked part of a batch).
     let events: Vec<Event<'static>> = (0..4096u64)
         .map(|i| {

@@ -1,7 +1,7 @@
 //! Writes a whole-process benchmark load:
 //! `gen-load DIR LINES NODES UNREGISTERED_PCT [json|text|cri]` (default `json`).
 //! Produces `DIR/access.log` (json), `DIR/access-text.log` or `DIR/access-cri.log`, and
-//! `DIR/registry.yaml`. The same seed (the line number) gives the same requests in every format.
+//! the same registry as `DIR/registry.yaml` and `DIR/registry.json`. The same seed (the line number) gives the same requests in every format.
 
 use std::io::{BufWriter, Write};
 
@@ -31,6 +31,10 @@ fn main() -> std::io::Result<()> {
     std::fs::write(
         format!("{dir}/registry.yaml"),
         vpslens_benches::registry_yaml(nodes),
+    )?;
+    std::fs::write(
+        format!("{dir}/registry.json"),
+        vpslens_benches::registry_json(nodes),
     )?;
     let mut w = BufWriter::new(std::fs::File::create(format!("{dir}/{file}"))?);
     let mut bytes = 0u64;

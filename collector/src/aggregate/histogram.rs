@@ -30,9 +30,14 @@ impl Histogram {
     /// Records one observation.
     #[inline]
     pub fn observe(&mut self, v: u64) {
-        let i = INT_BOUNDS.partition_point(|&b| b < v);
-        self.counts[i] += 1;
+        self.counts[Histogram::bucket(v)] += 1;
         self.sum = self.sum.saturating_add(v);
+    }
+
+    /// Index into [`Histogram::counts`] of the bucket holding `v` (0..=19; 19 is `+Inf`).
+    #[inline]
+    pub fn bucket(v: u64) -> usize {
+        INT_BOUNDS.partition_point(|&b| b < v)
     }
 
     /// Number of observations.

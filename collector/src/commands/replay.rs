@@ -45,12 +45,14 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Error> {
             "replay needs --registry FILE (or a config with `registry:` or `file_sd:`)".into(),
         ));
     }
+    let started = std::time::Instant::now();
     let mut pollers = Vec::new();
     for (i, f) in s.file_sd.iter().enumerate() {
         pollers.push(FileSdPoller::new(u16::try_from(i).unwrap_or(u16::MAX), f)?);
     }
     let registry =
         RegistryHandle::with_sources(s.registry.as_deref(), pollers.iter().map(FileSdPoller::id))?;
+    tracing::debug!(ms = ms_since(started), "replay: registry loaded");
     if !pollers.is_empty() {
         // One poll of each file_sd source, like the first poll of `run`.
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -79,15 +81,24 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Error> {
     tc.eof_ends_line = true;
     let mut tailer = Tailer::new(tc, LineProcessor::new(shared.clone()))?;
     tailer.poll();
+    tracing::debug!(ms = ms_since(started), "replay: logs read");
     let table = summary::table(&shared);
     print!("{table}");
+    tracing::debug!(ms = ms_since(started), "replay: table printed");
     if let Some(out) = &args.metrics_out {
         write_out(out, &metrics::render(&shared, Dialect::Prometheus))?;
+        tracing::debug!(ms = ms_since(started), "replay: metrics written");
     }
     if let Some(out) = &args.istio_out {
         write_out(out, &metrics::render_istio(&shared, Dialect::Prometheus))?;
+        tracing::debug!(ms = ms_since(started), "replay: istio metrics written");
     }
     Ok(table)
+}
+
+/// Milliseconds since `t`, for the phase timings logged at debug level.
+fn ms_since(t: std::time::Instant) -> u128 {
+    t.elapsed().as_millis()
 }
 
 fn write_out(out: &Path, body: &str) -> std::io::Result<()> {

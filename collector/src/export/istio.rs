@@ -290,9 +290,9 @@ pub fn views(agg: &Aggregator, registry: &Registry, cfg: &IstioConfig) -> IstioV
             (k.node, dest, NO_CODE, NO_CODE)
         };
         let e = v.histograms.entry(hk).or_default();
-        e.duration.merge(&s.duration_ms);
-        e.request_bytes.merge(&s.request_bytes);
-        e.response_bytes.merge(&s.response_bytes);
+        e.duration.merge(&s.duration_ms());
+        e.request_bytes.merge(&s.request_bytes());
+        e.response_bytes.merge(&s.response_bytes());
         v.dests
             .entry(dest)
             .or_insert_with(|| dest_for(cfg, agg.destinations.get(k.dest)));

@@ -31,7 +31,8 @@ use std::collections::BTreeMap;
 use super::exposition::{Dialect, Kind, Writer};
 use super::istio;
 use crate::aggregate::{
-    Aggregator, Histogram, LineResult, CLIENT_REASONS, ENVOY_BUCKETS, LINE_RESULTS, METHODS,
+    Aggregator, Histogram, LineResult, CLIENT_REASONS, CODE_OTHER, ENVOY_BUCKETS, LINE_RESULTS,
+    METHODS,
 };
 use crate::pipeline::Shared;
 use crate::resolve::geo::Geo;
@@ -69,14 +70,30 @@ pub fn seconds_buckets() -> [f64; 19] {
     b
 }
 
-/// Per-node views, keyed and ordered by label values.
+/// Per-node views, ordered by label values. Nodes are keyed by their rank in name order (no
+/// name `String` per series); [`NodeViews::name`] gives the label value back.
 struct NodeViews {
-    requests: BTreeMap<(String, u16, u8, u16), u64>,
-    duration: BTreeMap<String, Histogram>,
-    last_seen: BTreeMap<String, i64>,
-    mismatch: BTreeMap<String, u64>,
-    fallback: BTreeMap<String, u64>,
+    /// Node names by rank (ascending).
+    names: Vec<String>,
+    /// `((rank, route, method, code), requests)`, ascending.
+    requests: Vec<((u32, u16, u8, u16), u64)>,
+    /// `(rank, duration histogram)`, ascending.
+    duration: Vec<(u32, Histogram)>,
+    /// `(rank, latest start_time ms)` for nodes seen, ascending.
+    last_seen: Vec<(u32, i64)>,
+    /// `(rank, identity mismatches)` where non-zero, ascending.
+    mismatch: Vec<(u32, u64)>,
+    /// `(rank, node_id fallbacks)` where non-zero, ascending.
+    fallback: Vec<(u32, u64)>,
     unregistered: BTreeMap<(u16, u16, u16, u16), u64>,
+}
+
+impl NodeViews {
+    fn name(&self, rank: u32) -> &str {
+        self.names
+            .get(rank as usize)
+            .map_or(crate::aggregate::OTHER, String::as_str)
+    }
 }
 
 /// What a scrape copies out of the aggregator while holding its lock: ids and numbers only
@@ -96,7 +113,7 @@ fn snapshot(agg: &Aggregator) -> Snapshot {
         *requests
             .entry((k.node, k.route, k.method, k.code))
             .or_insert(0) += s.requests;
-        duration.entry(k.node).or_default().merge(&s.duration_ms);
+        duration.entry(k.node).or_default().merge(&s.duration_ms());
     }
     Snapshot {
         node_names: agg.node_names.clone(),
@@ -113,43 +130,63 @@ fn snapshot(agg: &Aggregator) -> Snapshot {
 impl From<Snapshot> for NodeViews {
     /// Names and orders a snapshot, after the lock was released.
     fn from(s: Snapshot) -> NodeViews {
-        let name = |id: u32| {
-            s.node_names
-                .get(id as usize)
-                .map_or(crate::aggregate::OTHER, String::as_str)
-                .to_owned()
-        };
-        let mut v = NodeViews {
-            requests: BTreeMap::new(),
-            duration: BTreeMap::new(),
-            last_seen: BTreeMap::new(),
-            mismatch: BTreeMap::new(),
-            fallback: BTreeMap::new(),
-            unregistered: BTreeMap::new(),
-        };
-        for ((node, route, method, code), c) in &s.requests {
-            *v.requests
-                .entry((name(*node), *route, *method, *code))
-                .or_insert(0) += c;
+        // Aggregator node ids are dense and names unique, so name order is a permutation.
+        let mut by_name: Vec<u32> =
+            (0..u32::try_from(s.node_names.len()).unwrap_or(u32::MAX)).collect();
+        by_name.sort_unstable_by(|a, b| s.node_names[*a as usize].cmp(&s.node_names[*b as usize]));
+        let mut rank_of = vec![0u32; by_name.len()];
+        for (rank, id) in (0u32..).zip(&by_name) {
+            rank_of[*id as usize] = rank;
         }
-        for (node, h) in &s.duration {
-            v.duration.entry(name(*node)).or_default().merge(h);
-        }
+        // Ids outside the name table (not expected) sort last, under the name `other`.
+        let rank = |id: u32| rank_of.get(id as usize).copied().unwrap_or(u32::MAX);
+        let mut node_names = s.node_names;
+        let names: Vec<String> = by_name
+            .iter()
+            .map(|id| std::mem::take(&mut node_names[*id as usize]))
+            .collect();
+
+        let mut requests: Vec<_> = s
+            .requests
+            .into_iter()
+            .map(|((node, route, method, code), c)| ((rank(node), route, method, code), c))
+            .collect();
+        requests.sort_unstable_by_key(|e| e.0);
+        let mut duration: Vec<_> = s
+            .duration
+            .into_iter()
+            .map(|(node, h)| (rank(node), h))
+            .collect();
+        duration.sort_unstable_by_key(|e| e.0);
+        let (mut last_seen, mut mismatch, mut fallback) = (Vec::new(), Vec::new(), Vec::new());
         for (id, n) in &s.nodes {
+            let r = rank(*id);
             if n.last_seen_ms > 0 {
-                v.last_seen.insert(name(*id), n.last_seen_ms);
+                last_seen.push((r, n.last_seen_ms));
             }
             if n.identity_mismatch > 0 {
-                v.mismatch.insert(name(*id), n.identity_mismatch);
+                mismatch.push((r, n.identity_mismatch));
             }
             if n.node_id_fallback > 0 {
-                v.fallback.insert(name(*id), n.node_id_fallback);
+                fallback.push((r, n.node_id_fallback));
             }
         }
+        last_seen.sort_unstable_by_key(|e| e.0);
+        mismatch.sort_unstable_by_key(|e| e.0);
+        fallback.sort_unstable_by_key(|e| e.0);
+        let mut unregistered = BTreeMap::new();
         for (k, c) in s.unregistered {
-            *v.unregistered.entry(k).or_insert(0) += c;
+            *unregistered.entry(k).or_insert(0) += c;
         }
-        v
+        NodeViews {
+            names,
+            requests,
+            duration,
+            last_seen,
+            mismatch,
+            fallback,
+            unregistered,
+        }
     }
 }
 
@@ -258,8 +295,13 @@ fn render_nodes(
         "Requests from a registered VPS node, by route template, method and HTTP status (0 = no response sent).",
         Kind::Counter,
     );
+    let mut code_text = itoa::Buffer::new();
     for ((node, route, method, code), n) in &v.requests {
-        let code = Aggregator::code_label(*code);
+        let code = if *code == CODE_OTHER {
+            crate::aggregate::OTHER
+        } else {
+            code_text.format(*code)
+        };
         let method = METHODS
             .get(usize::from(*method))
             .copied()
@@ -267,10 +309,10 @@ fn render_nodes(
         w.sample_u64(
             NODE_REQUESTS,
             &[
-                ("node", node),
+                ("node", v.name(*node)),
                 ("route", c.route(*route)),
                 ("method", method),
-                ("code", &code),
+                ("code", code),
             ],
             *n,
         );
@@ -287,7 +329,7 @@ fn render_nodes(
         let sum = h.sum as f64 / 1000.0;
         w.histogram(
             NODE_DURATION,
-            &[("node", node)],
+            &[("node", v.name(*node))],
             &bounds,
             &h.cumulative(),
             sum,
@@ -302,7 +344,7 @@ fn render_nodes(
     for (node, ms) in &v.last_seen {
         #[allow(clippy::cast_precision_loss)]
         let secs = *ms as f64 / 1000.0;
-        w.sample_f64(NODE_LAST_SEEN, &[("node", node)], secs);
+        w.sample_f64(NODE_LAST_SEEN, &[("node", v.name(*node))], secs);
     }
 
     w.family(
@@ -341,7 +383,7 @@ fn render_nodes(
         Kind::Counter,
     );
     for (node, n) in &v.mismatch {
-        w.sample_u64(NODE_IDENTITY_MISMATCH, &[("node", node)], *n);
+        w.sample_u64(NODE_IDENTITY_MISMATCH, &[("node", v.name(*node))], *n);
     }
 
     w.family(
@@ -350,7 +392,7 @@ fn render_nodes(
         Kind::Counter,
     );
     for (node, n) in &v.fallback {
-        w.sample_u64(NODE_ID_FALLBACK, &[("node", node)], *n);
+        w.sample_u64(NODE_ID_FALLBACK, &[("node", v.name(*node))], *n);
     }
 
     w.family(

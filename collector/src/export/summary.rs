@@ -1,13 +1,15 @@
 //! Per-node summaries: the `replay` table and `GET /api/nodes`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::aggregate::{Histogram, CODE_OTHER};
+use crate::aggregate::{Aggregator, Histogram, CODE_OTHER};
 use crate::pipeline::Shared;
+use crate::resolve::Registry;
 
 /// One node's totals.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -38,88 +40,103 @@ pub struct NodeRow {
     pub identity_mismatch: u64,
 }
 
-/// Totals for every registered node (seen or not) and every node with counters.
-pub fn rows(shared: &Shared) -> (Vec<NodeRow>, u64) {
-    let registry = shared.registry.current();
-    let agg = shared.lock();
-    // By aggregator node id first (no name per series), then by name.
-    let mut by_id: Vec<Option<(u64, u64, u64, Histogram)>> = vec![None; agg.node_names.len()];
+/// One node's request totals and merged duration histogram.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    requests: u64,
+    errors: u64,
+    client_errors: u64,
+    duration: Histogram,
+}
+
+/// Totals by aggregator node id (`None` for ids without series); no name per series.
+fn totals_by_id(agg: &Aggregator) -> Vec<Option<Totals>> {
+    let mut by_id: Vec<Option<Totals>> = vec![None; agg.node_names.len()];
     for (k, s) in agg.series() {
         let id = k.node as usize;
         if id >= by_id.len() {
             by_id.resize(id + 1, None);
         }
-        let e = by_id[id].get_or_insert_with(Default::default);
-        e.0 += s.requests;
+        let e = by_id[id].get_or_insert_with(Totals::default);
+        e.requests += s.requests;
         if k.code == 0 || (500..600).contains(&k.code) {
-            e.1 += s.requests;
+            e.errors += s.requests;
         } else if (400..500).contains(&k.code) && k.code != CODE_OTHER {
-            e.2 += s.requests;
+            e.client_errors += s.requests;
         }
-        e.3.merge(&s.duration_ms);
+        e.duration.merge(&s.duration_ms());
     }
-    let mut out: BTreeMap<String, NodeRow> = BTreeMap::new();
-    for n in registry.nodes() {
-        out.insert(
-            n.name.clone(),
-            NodeRow {
-                name: n.name.clone(),
-                registered: true,
-                node_id: n.node_id,
-                addresses: n.addresses.iter().map(ToString::to_string).collect(),
-                labels: n.labels.clone(),
-                requests: 0,
-                errors: 0,
-                client_errors: 0,
-                p50_ms: None,
-                p99_ms: None,
-                last_seen_seconds: None,
-                identity_mismatch: 0,
-            },
-        );
-    }
-    let by_node = by_id
-        .into_iter()
-        .zip(0u32..)
-        .filter_map(|(e, id)| e.map(|e| (agg.node_name(id).to_owned(), e)));
-    for (name, (req, err, cerr, h)) in by_node {
-        let row = out.entry(name.clone()).or_insert_with(|| NodeRow {
-            name: name.clone(),
-            registered: false,
-            node_id: None,
-            addresses: Vec::new(),
-            labels: BTreeMap::new(),
-            requests: 0,
-            errors: 0,
-            client_errors: 0,
-            p50_ms: None,
-            p99_ms: None,
-            last_seen_seconds: None,
-            identity_mismatch: 0,
-        });
-        row.requests = req;
-        row.errors = err;
-        row.client_errors = cerr;
-        row.p50_ms = h.quantile(0.5);
-        row.p99_ms = h.quantile(0.99);
-    }
-    for (id, st) in agg.all_node_stats() {
-        if let Some(row) = out.get_mut(agg.node_name(id)) {
-            if st.last_seen_ms > 0 {
-                #[allow(clippy::cast_precision_loss)]
-                let s = st.last_seen_ms as f64 / 1000.0;
-                row.last_seen_seconds = Some(s);
-            }
-            row.identity_mismatch = st.identity_mismatch;
-        }
-    }
-    let unregistered = agg.unregistered().map(|(_, c)| *c).sum();
-    (out.into_values().collect(), unregistered)
+    by_id
 }
 
-/// The `replay` table.
+/// Every registered node (seen or not) and every node with counters, by name: `(name,
+/// registered, aggregator id)`.
+fn listing<'a>(
+    registry: &'a Registry,
+    agg: &'a Aggregator,
+    totals: &[Option<Totals>],
+) -> Vec<(&'a str, bool, Option<u32>)> {
+    let mut v: Vec<(&str, bool, Option<u32>)> = registry
+        .nodes()
+        .iter()
+        .map(|n| (n.name.as_str(), true, agg.find_node(&n.name)))
+        .collect();
+    for (id, t) in (0u32..).zip(totals) {
+        let name = agg.node_name(id);
+        if t.is_some() && registry.index_of(name).is_none() {
+            v.push((name, false, Some(id)));
+        }
+    }
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    v
+}
+
+/// Totals for every registered node (seen or not) and every node with counters.
+pub fn rows(shared: &Shared) -> (Vec<NodeRow>, u64) {
+    let registry = shared.registry.current();
+    let agg = shared.lock();
+    let totals = totals_by_id(&agg);
+    let rows = listing(&registry, &agg, &totals)
+        .into_iter()
+        .map(|(name, registered, id)| {
+            let node = registry
+                .index_of(name)
+                .and_then(|i| registry.nodes().get(i as usize));
+            let t = id.and_then(|id| totals.get(id as usize).copied().flatten());
+            let st = id.and_then(|id| agg.node_stats(id));
+            NodeRow {
+                name: name.to_owned(),
+                registered,
+                node_id: node.and_then(|n| n.node_id),
+                addresses: node.map_or_else(Vec::new, |n| {
+                    n.addresses.iter().map(ToString::to_string).collect()
+                }),
+                labels: node.map_or_else(BTreeMap::new, |n| n.labels.clone()),
+                requests: t.map_or(0, |t| t.requests),
+                errors: t.map_or(0, |t| t.errors),
+                client_errors: t.map_or(0, |t| t.client_errors),
+                p50_ms: t.and_then(|t| t.duration.quantile(0.5)),
+                p99_ms: t.and_then(|t| t.duration.quantile(0.99)),
+                last_seen_seconds: st.and_then(|st| last_seen_seconds(st.last_seen_ms)),
+                identity_mismatch: st.map_or(0, |st| st.identity_mismatch),
+            }
+        })
+        .collect();
+    let unregistered = agg.unregistered().map(|(_, c)| *c).sum();
+    (rows, unregistered)
+}
+
+fn last_seen_seconds(ms: i64) -> Option<f64> {
+    #[allow(clippy::cast_precision_loss)]
+    (ms > 0).then(|| ms as f64 / 1000.0)
+}
+
+/// The `replay` table: one row per node of [`rows`] (same order and figures), without copying
+/// each node's registry entry.
 pub fn table(shared: &Shared) -> String {
-    let (rows, unregistered) = rows(shared);
+    let registry = shared.registry.current();
+    let agg = shared.lock();
+    let totals = totals_by_id(&agg);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -127,32 +144,38 @@ pub fn table(shared: &Shared) -> String {
         "NODE", "REQUESTS", "ERRORS", "4XX", "P50_MS", "P99_MS"
     );
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
-    for r in &rows {
-        let last = r.last_seen_seconds.map_or_else(
+    for (name, registered, id) in listing(&registry, &agg, &totals) {
+        let t = id
+            .and_then(|id| totals.get(id as usize).copied().flatten())
+            .unwrap_or_default();
+        let seen = id
+            .and_then(|id| agg.node_stats(id))
+            .and_then(|st| last_seen_seconds(st.last_seen_ms));
+        let last = seen.map_or_else(
             || "never".to_owned(),
             |secs| {
                 let t = UNIX_EPOCH + Duration::from_millis((secs * 1000.0) as u64);
                 humantime::format_rfc3339_millis(t).to_string()
             },
         );
-        let name = if r.registered {
-            r.name.clone()
+        let name = if registered {
+            Cow::Borrowed(name)
         } else {
-            format!("{} (removed)", r.name)
+            Cow::Owned(format!("{name} (removed)"))
         };
         let _ = writeln!(
             s,
             "{:<16} {:>9} {:>8} {:>6} {:>9} {:>9}  {}",
             name,
-            r.requests,
-            r.errors,
-            r.client_errors,
-            ms(r.p50_ms),
-            ms(r.p99_ms),
+            t.requests,
+            t.errors,
+            t.client_errors,
+            ms(t.duration.quantile(0.5)),
+            ms(t.duration.quantile(0.99)),
             last
         );
     }
-    let agg = shared.lock();
+    let unregistered: u64 = agg.unregistered().map(|(_, c)| *c).sum();
     let lines = agg.lines;
     drop(agg);
     let _ = writeln!(s, "{:<16} {:>9}", "(unregistered)", unregistered);

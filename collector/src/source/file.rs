@@ -235,7 +235,9 @@ impl Tracked {
         let shared = proc.shared().clone();
         let max = cfg.max_line_bytes;
         let base = self.read_pos;
-        let mut raw: Vec<(Line<'_>, u64)> = Vec::new();
+        // Sized for ~512-byte lines (Istio JSON lines are ~800): no regrowth per read in the
+        // common case.
+        let mut raw: Vec<(Line<'_>, u64)> = Vec::with_capacity(data.len() / 512 + 1);
         let mut start = 0;
         for nl in memchr::memchr_iter(b'\n', data) {
             let end = base + nl as u64 + 1;
