@@ -12,8 +12,7 @@ LINES="${LINES:-1000000}"
 NODES="${NODES:-3000}"
 PCT="${UNREGISTERED_PCT:-20}"
 DIR="${BENCH_DIR:-target/bench-load}"
-# Every program runs RUNS times and its median run counts: single runs on a shared VM drift
-# by ±15%, and the peer is measured exactly like vpslens.
+# Single runs on a shared VM drift by ±15% (more across an hour); see run_once below.
 RUNS="${RUNS:-3}"
 CORES="$(nproc)"
 
@@ -29,27 +28,29 @@ gen json access.log
 gen text access-text.log
 gen cri access-cri.log
 
-measure() { # name, command... — RUNS runs; the median run (by CPU time) is the result
+# Every program runs RUNS times and its median run (by CPU time) counts. Runs are interleaved
+# round by round (vpslens, mtail, vpslens text, ...) so that every program samples the same
+# stretch of a drifting VM, not one quiet and one busy minute.
+run_once() { # name, command... — one run, appended to DIR/name.runs as "cpu wall rss"
   local name="$1"; shift
-  local runs=()
-  for ((r = 1; r <= RUNS; r++)); do
-    /usr/bin/time -f '%U %S %M %e' -o "$DIR/$name.time" "$@" > "$DIR/$name.out" 2> "$DIR/$name.err"
-    read -r user sys rss wall < "$DIR/$name.time"
-    runs+=("$(echo "$user + $sys" | bc -l) $wall $rss")
-  done
-  local cpu wall rss
-  read -r cpu wall rss < <(printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(((RUNS + 1) / 2))p")
+  /usr/bin/time -f '%U %S %M %e' -o "$DIR/$name.time" "$@" > "$DIR/$name.out" 2> "$DIR/$name.err"
+  read -r user sys rss wall < "$DIR/$name.time"
+  echo "$(echo "$user + $sys" | bc -l) $wall $rss" >> "$DIR/$name.runs"
+}
+report() { # name — prints the median run and writes DIR/name.result
+  local name="$1" cpu wall rss
+  read -r cpu wall rss < <(sort -n "$DIR/$name.runs" | sed -n "$(((RUNS + 1) / 2))p")
   local rate; rate="$(echo "$LINES / $cpu" | bc -l)"
   printf '%-16s cpu=%6.2fs wall=%6.2fs lines/cpu-s=%9.0f lines/wall-s=%9.0f peak_rss=%5.0fMiB  (median of %d; cpu-s per run: %s)\n' \
     "$name" "$cpu" "$wall" "$rate" "$(echo "$LINES / $wall" | bc -l)" "$(echo "$rss / 1024" | bc -l)" \
-    "$RUNS" "$(printf '%s\n' "${runs[@]}" | cut -d' ' -f1 | paste -sd' ')"
+    "$RUNS" "$(cut -d' ' -f1 "$DIR/$name.runs" | paste -sd' ')"
   echo "$rate $rss" > "$DIR/$name.result"
 }
 
 # The registry is loaded from JSON: a fleet this size is exported by a script, and serde_json
 # reads it ~4x faster than YAML (the same nodes; both loads are printed below).
 replay() { # name threads file
-  measure "$1" target/release/vpslens replay --parse-threads "$2" \
+  run_once "$1" target/release/vpslens replay --parse-threads "$2" \
     --registry "$DIR/registry.json" --metrics-out "$DIR/$1.prom" "$DIR/$3"
 }
 : > "$DIR/empty.log"
@@ -58,12 +59,17 @@ for f in yaml json; do
     "$DIR/empty.log" 2>&1 >/dev/null | sed -n "s/.*registry loaded ms=\([0-9]*\).*/registry.$f load: \1 ms (wall, $NODES nodes)/p"
 done
 
-replay vpslens-json 1 access.log
-replay vpslens-text 1 access-text.log
-replay vpslens-cri 1 access-cri.log
-replay "vpslens-json-${CORES}t" "$CORES" access.log
-measure mtail mtail --one_shot --one_shot_format=prometheus --progs benches/mtail \
-  --logs "$DIR/access.log" --logtostderr
+NAMES=(vpslens-json mtail vpslens-text vpslens-cri "vpslens-json-${CORES}t")
+for n in "${NAMES[@]}"; do rm -f "$DIR/$n.runs"; done
+for ((r = 1; r <= RUNS; r++)); do
+  replay vpslens-json 1 access.log
+  run_once mtail mtail --one_shot --one_shot_format=prometheus --progs benches/mtail \
+    --logs "$DIR/access.log" --logtostderr
+  replay vpslens-text 1 access-text.log
+  replay vpslens-cri 1 access-cri.log
+  replay "vpslens-json-${CORES}t" "$CORES" access.log
+done
+for n in "${NAMES[@]}"; do report "$n"; done
 
 read -r v_rate v_rss < "$DIR/vpslens-json.result"
 read -r t_rate _ < "$DIR/vpslens-text.result"

@@ -5,8 +5,8 @@
 //! overflow becomes `other` (and is counted). Client IPs, user agents, raw paths and the `token`
 //! never enter this module.
 //!
-//! One fine-grained map ([`SeriesKey`] → [`SeriesStats`]) feeds every exported family; the export
-//! stage sums it into views at scrape time. The whole [`Aggregator`] is serialisable so
+//! One fine-grained table ([`SeriesKey`] → request count, [`HistogramKey`] → [`Histograms`])
+//! feeds every exported family; the export stage sums it into views at scrape time. The whole [`Aggregator`] is serialisable so
 //! checkpoints store counters and file offsets together (see `source::checkpoint`).
 
 pub mod histogram;
@@ -23,7 +23,7 @@ use vpslens_parsers::ParseError;
 
 use crate::resolve::geo::GeoLabels;
 pub use histogram::{Histogram, ENVOY_BUCKETS};
-pub use table::{NodeTable, SeriesTable};
+pub use table::{HistogramKey, Histograms, NodeTable, SeriesTable};
 pub use topk::{HeavyHitter, TopK};
 
 /// Label value used when a capped label overflows.
@@ -186,106 +186,6 @@ pub struct SeriesKey {
 
 /// `code` value used when the distinct-code cap overflowed (rendered as `other`).
 pub const CODE_OTHER: u16 = u16::MAX;
-
-/// Counters of one [`SeriesKey`]: a request count and three histograms over
-/// [`ENVOY_BUCKETS`] — `%DURATION%` (ms; requests without a duration are not observed),
-/// `%BYTES_RECEIVED%` and `%BYTES_SENT%` (bytes).
-///
-/// Laid out for the per-line update (512 bytes, eight cache lines): the request count and the
-/// three sums share the first line, so a request touches that line plus one bucket line per
-/// histogram, not a separate sum line each. Checkpoints keep the field-per-histogram form
-/// ([`SeriesStatsRecord`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "SeriesStatsRecord", into = "SeriesStatsRecord")]
-#[repr(C)]
-pub struct SeriesStats {
-    /// Requests.
-    pub requests: u64,
-    /// Sums of [`DURATION`, `REQUEST_BYTES`, `RESPONSE_BYTES`] observations.
-    sums: [u64; 3],
-    /// Per-bucket counts, same order (see [`Histogram::counts`]).
-    counts: [[u64; 20]; 3],
-}
-
-const DURATION: usize = 0;
-const REQUEST_BYTES: usize = 1;
-const RESPONSE_BYTES: usize = 2;
-
-impl SeriesStats {
-    /// `%DURATION%` in milliseconds.
-    pub fn duration_ms(&self) -> Histogram {
-        self.histogram(DURATION)
-    }
-
-    /// `%BYTES_RECEIVED%`.
-    pub fn request_bytes(&self) -> Histogram {
-        self.histogram(REQUEST_BYTES)
-    }
-
-    /// `%BYTES_SENT%`.
-    pub fn response_bytes(&self) -> Histogram {
-        self.histogram(RESPONSE_BYTES)
-    }
-
-    fn histogram(&self, i: usize) -> Histogram {
-        Histogram {
-            counts: self.counts[i],
-            sum: self.sums[i],
-        }
-    }
-
-    /// Records one request: its duration (if any) and byte counts.
-    #[inline]
-    fn observe(&mut self, duration_ms: Option<u64>, bytes_received: u64, bytes_sent: u64) {
-        self.requests += 1;
-        if let Some(d) = duration_ms {
-            self.counts[DURATION][Histogram::bucket(d)] += 1;
-            self.sums[DURATION] = self.sums[DURATION].saturating_add(d);
-        }
-        self.counts[REQUEST_BYTES][Histogram::bucket(bytes_received)] += 1;
-        self.sums[REQUEST_BYTES] = self.sums[REQUEST_BYTES].saturating_add(bytes_received);
-        self.counts[RESPONSE_BYTES][Histogram::bucket(bytes_sent)] += 1;
-        self.sums[RESPONSE_BYTES] = self.sums[RESPONSE_BYTES].saturating_add(bytes_sent);
-    }
-}
-
-/// The checkpoint form of [`SeriesStats`]: one [`Histogram`] (`counts`, `sum`) per field.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct SeriesStatsRecord {
-    /// Requests.
-    pub requests: u64,
-    /// `%DURATION%` in milliseconds.
-    pub duration_ms: Histogram,
-    /// `%BYTES_RECEIVED%`.
-    pub request_bytes: Histogram,
-    /// `%BYTES_SENT%`.
-    pub response_bytes: Histogram,
-}
-
-impl From<SeriesStatsRecord> for SeriesStats {
-    fn from(r: SeriesStatsRecord) -> Self {
-        SeriesStats {
-            requests: r.requests,
-            sums: [r.duration_ms.sum, r.request_bytes.sum, r.response_bytes.sum],
-            counts: [
-                r.duration_ms.counts,
-                r.request_bytes.counts,
-                r.response_bytes.counts,
-            ],
-        }
-    }
-}
-
-impl From<SeriesStats> for SeriesStatsRecord {
-    fn from(s: SeriesStats) -> Self {
-        SeriesStatsRecord {
-            requests: s.requests,
-            duration_ms: s.duration_ms(),
-            request_bytes: s.request_bytes(),
-            response_bytes: s.response_bytes(),
-        }
-    }
-}
 
 /// Per-node state besides series.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -568,8 +468,7 @@ impl Aggregator {
                 .intern(ev.upstream_cluster.as_deref().unwrap_or("-")),
         };
         self.series
-            .entry(key)
-            .observe(ev.duration_ms, ev.bytes_received, ev.bytes_sent);
+            .record(key, ev.duration_ms, ev.bytes_received, ev.bytes_sent);
         let n = self.nodes.entry(node);
         n.last_seen_ms = n.last_seen_ms.max(ev.start_time_ms);
         if ev.identity_mismatch {
@@ -581,8 +480,14 @@ impl Aggregator {
     }
 
     /// Every series, by node id then first appearance (deterministic for a given input order).
-    pub fn series(&self) -> impl Iterator<Item = (SeriesKey, &SeriesStats)> {
+    pub fn series(&self) -> impl Iterator<Item = (SeriesKey, u64)> + '_ {
         self.series.iter()
+    }
+
+    /// Every histogram set (duration, request and response bytes per node, code, flags and
+    /// destination), by node id then first appearance.
+    pub fn histograms(&self) -> impl Iterator<Item = (HistogramKey, &Histograms)> {
+        self.series.histograms()
     }
 
     /// Per-node state.
@@ -651,8 +556,8 @@ impl Aggregator {
     /// Total requests per node name (for summaries and tests).
     pub fn requests_by_node(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        for (k, s) in self.series.iter() {
-            *out.entry(self.node_name(k.node).to_owned()).or_insert(0) += s.requests;
+        for (k, n) in self.series.iter() {
+            *out.entry(self.node_name(k.node).to_owned()).or_insert(0) += n;
         }
         out
     }

@@ -1,16 +1,23 @@
 //! Dense per-node storage for series and node state: the aggregate stage's memory layout.
 //!
 //! A node has a handful of fine-grained series (routes × methods × codes seen from it), so each
-//! node keeps its own short list, scanned linearly, instead of one fleet-wide hash map: no
+//! node keeps its own short lists, scanned linearly, instead of one fleet-wide hash map: no
 //! hashing per line, no fleet-wide rehash (whose doubling used to set peak memory), and a
-//! node's keys share a cache line. Both tables serialise as `[key, value]` pairs, the
-//! checkpoint format of the hash maps they replaced.
+//! node's keys share a cache line.
+//!
+//! Request counts are kept per fine-grained series ([`SeriesKey`]); the three histograms only
+//! per [`HistogramKey`] (node, code, flags, destination), because no exported family splits a
+//! histogram by route or method (`vpslens_node_request_duration_seconds` is per node, Istio's
+//! histograms per Istio edge and response labels). With the default Xboard routes that is a
+//! third as many 504-byte histogram sets, which is what keeps a 3,000-node fleet's counters in
+//! the last-level cache. Each fine series stores the index of its histogram set, so a request
+//! still costs one key scan.
 
 use serde::de::Deserializer;
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use super::{NodeStats, SeriesKey, SeriesStats};
+use super::{Histogram, NodeStats, SeriesKey};
 
 /// The part of a [`SeriesKey`] below the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +50,179 @@ impl SubKey {
             dest: self.dest,
         }
     }
+
+    fn histogram(self) -> HistSubKey {
+        HistSubKey {
+            code: self.code,
+            flags: self.flags,
+            dest: self.dest,
+        }
+    }
 }
 
+/// Key of one histogram set: a [`SeriesKey`] without route and method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HistogramKey {
+    /// Node name id.
+    pub node: u32,
+    /// HTTP status (see [`SeriesKey::code`]).
+    pub code: u16,
+    /// `response_flags` id.
+    pub flags: u16,
+    /// Upstream cluster id.
+    pub dest: u16,
+}
+
+/// The part of a [`HistogramKey`] below the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HistSubKey {
+    code: u16,
+    flags: u16,
+    dest: u16,
+}
+
+impl HistSubKey {
+    fn with_node(self, node: u32) -> HistogramKey {
+        HistogramKey {
+            node,
+            code: self.code,
+            flags: self.flags,
+            dest: self.dest,
+        }
+    }
+}
+
+/// The three histograms of one [`HistogramKey`], over [`ENVOY_BUCKETS`](super::ENVOY_BUCKETS):
+/// `%DURATION%` (ms; requests without a duration are not observed), `%BYTES_RECEIVED%` and
+/// `%BYTES_SENT%` (bytes).
+///
+/// Laid out for the per-line update (504 bytes): the three sums share the first cache line, so
+/// a request touches that line plus one bucket line per histogram.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "HistogramsRecord", into = "HistogramsRecord")]
+#[repr(C)]
+pub struct Histograms {
+    /// Sums of [`DURATION`, `REQUEST_BYTES`, `RESPONSE_BYTES`] observations.
+    sums: [u64; 3],
+    /// Per-bucket counts, same order (see [`Histogram::counts`]).
+    counts: [[u64; 20]; 3],
+}
+
+const DURATION: usize = 0;
+const REQUEST_BYTES: usize = 1;
+const RESPONSE_BYTES: usize = 2;
+
+impl Histograms {
+    /// `%DURATION%` in milliseconds.
+    pub fn duration_ms(&self) -> Histogram {
+        self.histogram(DURATION)
+    }
+
+    /// `%BYTES_RECEIVED%`.
+    pub fn request_bytes(&self) -> Histogram {
+        self.histogram(REQUEST_BYTES)
+    }
+
+    /// `%BYTES_SENT%`.
+    pub fn response_bytes(&self) -> Histogram {
+        self.histogram(RESPONSE_BYTES)
+    }
+
+    fn histogram(&self, i: usize) -> Histogram {
+        Histogram {
+            counts: self.counts[i],
+            sum: self.sums[i],
+        }
+    }
+
+    /// Records one request: its duration (if any) and byte counts.
+    #[inline]
+    fn observe(&mut self, duration_ms: Option<u64>, bytes_received: u64, bytes_sent: u64) {
+        if let Some(d) = duration_ms {
+            self.counts[DURATION][Histogram::bucket(d)] += 1;
+            self.sums[DURATION] = self.sums[DURATION].saturating_add(d);
+        }
+        self.counts[REQUEST_BYTES][Histogram::bucket(bytes_received)] += 1;
+        self.sums[REQUEST_BYTES] = self.sums[REQUEST_BYTES].saturating_add(bytes_received);
+        self.counts[RESPONSE_BYTES][Histogram::bucket(bytes_sent)] += 1;
+        self.sums[RESPONSE_BYTES] = self.sums[RESPONSE_BYTES].saturating_add(bytes_sent);
+    }
+
+    fn merge(&mut self, other: &Histograms) {
+        for (a, b) in self.sums.iter_mut().zip(other.sums) {
+            *a = a.saturating_add(b);
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+    }
+}
+
+/// The checkpoint form of [`Histograms`]: one [`Histogram`] (`counts`, `sum`) per field, the
+/// shape series stats had before histograms were split from request counts.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct HistogramsRecord {
+    duration_ms: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+impl From<HistogramsRecord> for Histograms {
+    fn from(r: HistogramsRecord) -> Self {
+        Histograms {
+            sums: [r.duration_ms.sum, r.request_bytes.sum, r.response_bytes.sum],
+            counts: [
+                r.duration_ms.counts,
+                r.request_bytes.counts,
+                r.response_bytes.counts,
+            ],
+        }
+    }
+}
+
+impl From<Histograms> for HistogramsRecord {
+    fn from(h: Histograms) -> Self {
+        HistogramsRecord {
+            duration_ms: h.duration_ms(),
+            request_bytes: h.request_bytes(),
+            response_bytes: h.response_bytes(),
+        }
+    }
+}
+
+/// One node's series: fine keys with their request counts and histogram-set index, and the
+/// histogram sets.
 #[derive(Debug, Clone, Default)]
 struct NodeSeries {
     keys: Vec<SubKey>,
-    stats: Vec<SeriesStats>,
+    /// `(requests, index into hists)`, parallel to `keys`.
+    fine: Vec<(u64, u32)>,
+    hist_keys: Vec<HistSubKey>,
+    hists: Vec<Histograms>,
+}
+
+impl NodeSeries {
+    /// Index of `sub`'s fine series, created (with its histogram set if new) on first use.
+    #[inline]
+    fn position(&mut self, sub: SubKey) -> (usize, bool) {
+        if let Some(p) = self.keys.iter().position(|k| *k == sub) {
+            return (p, false);
+        }
+        let h = sub.histogram();
+        let hist = match self.hist_keys.iter().position(|k| *k == h) {
+            Some(i) => i,
+            None => {
+                self.hist_keys.push(h);
+                self.hists.push(Histograms::default());
+                self.hist_keys.len() - 1
+            }
+        };
+        self.keys.push(sub);
+        self.fine.push((0, u32::try_from(hist).unwrap_or(u32::MAX)));
+        (self.keys.len() - 1, true)
+    }
 }
 
 /// Fine-grained series by node id (index = aggregator node id).
@@ -59,34 +233,53 @@ pub struct SeriesTable {
 }
 
 impl SeriesTable {
-    /// The stats of `key`, created empty on first use.
     #[inline]
-    pub fn entry(&mut self, key: SeriesKey) -> &mut SeriesStats {
-        let idx = key.node as usize;
+    fn node(&mut self, node: u32) -> &mut NodeSeries {
+        let idx = node as usize;
         if idx >= self.nodes.len() {
             self.nodes.resize_with(idx + 1, NodeSeries::default);
         }
-        let node = &mut self.nodes[idx];
-        let sub = SubKey::of(&key);
-        let pos = match node.keys.iter().position(|k| *k == sub) {
-            Some(p) => p,
-            None => {
-                node.keys.push(sub);
-                node.stats.push(SeriesStats::default());
-                self.len += 1;
-                node.keys.len() - 1
-            }
-        };
-        &mut node.stats[pos]
+        &mut self.nodes[idx]
     }
 
-    /// Every series, by node id then first appearance.
-    pub fn iter(&self) -> impl Iterator<Item = (SeriesKey, &SeriesStats)> {
+    /// Counts one request of `key` and observes its duration (if any) and byte counts in the
+    /// key's histogram set; both are created empty on first use. This is the per-line update.
+    #[inline]
+    pub fn record(
+        &mut self,
+        key: SeriesKey,
+        duration_ms: Option<u64>,
+        bytes_received: u64,
+        bytes_sent: u64,
+    ) {
+        let node = self.node(key.node);
+        let (pos, new) = node.position(SubKey::of(&key));
+        let fine = &mut node.fine[pos];
+        fine.0 += 1;
+        let hist = fine.1 as usize;
+        if let Some(h) = node.hists.get_mut(hist) {
+            h.observe(duration_ms, bytes_received, bytes_sent);
+        }
+        self.len += usize::from(new);
+    }
+
+    /// Every fine series with its request count, by node id then first appearance.
+    pub fn iter(&self) -> impl Iterator<Item = (SeriesKey, u64)> + '_ {
         self.nodes.iter().zip(0u32..).flat_map(|(n, id)| {
             n.keys
                 .iter()
-                .zip(&n.stats)
-                .map(move |(k, s)| (k.with_node(id), s))
+                .zip(&n.fine)
+                .map(move |(k, f)| (k.with_node(id), f.0))
+        })
+    }
+
+    /// Every histogram set, by node id then first appearance.
+    pub fn histograms(&self) -> impl Iterator<Item = (HistogramKey, &Histograms)> {
+        self.nodes.iter().zip(0u32..).flat_map(|(n, id)| {
+            n.hist_keys
+                .iter()
+                .zip(&n.hists)
+                .map(move |(k, h)| (k.with_node(id), h))
         })
     }
 
@@ -107,31 +300,105 @@ impl SeriesTable {
         }
     }
 
-    /// Number of series.
+    /// Number of fine-grained series.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Number of histogram sets.
+    pub fn histograms_len(&self) -> usize {
+        self.nodes.iter().map(|n| n.hists.len()).sum()
     }
 
     /// True when there is no series.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Adds `requests` to `key` and merges `h` into its histogram set (checkpoint restore).
+    fn add(&mut self, key: SeriesKey, requests: u64, h: Option<&Histograms>) {
+        let node = self.node(key.node);
+        let (pos, new) = node.position(SubKey::of(&key));
+        let fine = &mut node.fine[pos];
+        fine.0 += requests;
+        let hist = fine.1 as usize;
+        if let (Some(h), Some(into)) = (h, node.hists.get_mut(hist)) {
+            into.merge(h);
+        }
+        self.len += usize::from(new);
+    }
+}
+
+/// Checkpoint form of a [`SeriesTable`].
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum TableRecord {
+    /// Current: request counts per series, histogram sets per [`HistogramKey`], both sorted.
+    Split {
+        requests: Vec<(SeriesKey, u64)>,
+        histograms: Vec<(HistogramKey, Histograms)>,
+    },
+    /// Before histograms were split from request counts: `[key, {requests, duration_ms,
+    /// request_bytes, response_bytes}]` pairs. Still read (histograms merged per key).
+    Pairs(Vec<(SeriesKey, LegacySeriesStats)>),
+}
+
+#[derive(Serialize, Deserialize)]
+struct LegacySeriesStats {
+    requests: u64,
+    #[serde(flatten)]
+    histograms: Histograms,
 }
 
 impl Serialize for SeriesTable {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut v: Vec<(SeriesKey, &SeriesStats)> = self.iter().collect();
-        v.sort_by_key(|a| a.0);
-        v.serialize(s)
+        let mut requests: Vec<(SeriesKey, u64)> = self.iter().collect();
+        requests.sort_unstable_by_key(|a| a.0);
+        let mut histograms: Vec<(HistogramKey, Histograms)> =
+            self.histograms().map(|(k, h)| (k, *h)).collect();
+        histograms.sort_unstable_by_key(|a| a.0);
+        TableRecord::Split {
+            requests,
+            histograms,
+        }
+        .serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for SeriesTable {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v: Vec<(SeriesKey, SeriesStats)> = Vec::deserialize(d)?;
         let mut t = SeriesTable::default();
-        for (k, s) in v {
-            *t.entry(k) = s;
+        match TableRecord::deserialize(d)? {
+            TableRecord::Split {
+                requests,
+                histograms,
+            } => {
+                for (k, n) in requests {
+                    t.add(k, n, None);
+                }
+                for (k, h) in histograms {
+                    // Exports read histogram sets directly: one without a request series
+                    // (not written by this version) is kept, not dropped.
+                    let n = t.node(k.node);
+                    let sub = HistSubKey {
+                        code: k.code,
+                        flags: k.flags,
+                        dest: k.dest,
+                    };
+                    match n.hist_keys.iter().position(|x| *x == sub) {
+                        Some(i) => n.hists[i].merge(&h),
+                        None => {
+                            n.hist_keys.push(sub);
+                            n.hists.push(h);
+                        }
+                    }
+                }
+            }
+            TableRecord::Pairs(v) => {
+                for (k, s) in v {
+                    t.add(k, s.requests, Some(&s.histograms));
+                }
+            }
         }
         Ok(t)
     }
@@ -207,41 +474,125 @@ mod tests {
         }
     }
 
+    fn routed(node: u32, route: u16, code: u16) -> SeriesKey {
+        SeriesKey {
+            route,
+            ..key(node, code)
+        }
+    }
+
     #[test]
     fn entries_are_found_again_counted_and_removed() {
         let mut t = SeriesTable::default();
-        t.entry(key(3, 200)).requests += 1;
-        t.entry(key(3, 200)).requests += 1;
-        t.entry(key(3, 503)).requests += 1;
-        t.entry(key(0, 200)).requests += 1;
+        t.record(key(3, 200), Some(5), 0, 90);
+        t.record(key(3, 200), Some(5), 0, 90);
+        t.record(key(3, 503), None, 0, 0);
+        t.record(key(0, 200), Some(1), 0, 0);
         assert_eq!(t.len(), 3);
-        let got: Vec<(SeriesKey, u64)> = t.iter().map(|(k, s)| (k, s.requests)).collect();
+        let got: Vec<(SeriesKey, u64)> = t.iter().collect();
         assert_eq!(got, [(key(0, 200), 1), (key(3, 200), 2), (key(3, 503), 1)]);
         assert_eq!(t.node_ids().collect::<Vec<_>>(), [0, 3]);
         t.remove_node(3);
         assert_eq!(t.len(), 1);
         assert_eq!(t.node_ids().collect::<Vec<_>>(), [0]);
+        assert_eq!(t.histograms_len(), 1);
     }
 
     #[test]
-    fn serialises_as_sorted_pairs_and_back() {
+    fn routes_and_methods_share_one_histogram_set_per_code_flags_and_destination() {
         let mut t = SeriesTable::default();
-        t.entry(key(5, 200)).requests = 7;
-        t.entry(key(1, 404)).requests = 2;
+        t.record(routed(1, 0, 200), Some(3), 10, 100);
+        t.record(routed(1, 2, 200), Some(30), 20, 200);
+        t.record(
+            SeriesKey {
+                method: 1,
+                ..routed(1, 2, 200)
+            },
+            None,
+            0,
+            5,
+        );
+        t.record(routed(1, 2, 503), Some(7), 0, 0);
+        t.record(
+            SeriesKey {
+                dest: 2,
+                ..routed(1, 0, 200)
+            },
+            Some(1),
+            0,
+            0,
+        );
+        assert_eq!(t.len(), 5, "five request series");
+        let h: Vec<(HistogramKey, Histograms)> = t.histograms().map(|(k, h)| (k, *h)).collect();
+        let keys: Vec<(u16, u16)> = h.iter().map(|(k, _)| (k.code, k.dest)).collect();
+        assert_eq!(keys, [(200, 1), (503, 1), (200, 2)]);
+        let ok = &h[0].1;
+        assert_eq!(
+            ok.duration_ms().count(),
+            2,
+            "the request without a duration is not observed"
+        );
+        assert_eq!(ok.duration_ms().sum, 33);
+        assert_eq!(ok.request_bytes().count(), 3);
+        assert_eq!(ok.request_bytes().sum, 30);
+        assert_eq!(ok.response_bytes().sum, 305);
+        assert_eq!(h[1].1.duration_ms().sum, 7);
+        assert_eq!(h[2].1.duration_ms().count(), 1);
+    }
+
+    #[test]
+    fn serialises_sorted_and_back() {
+        let mut t = SeriesTable::default();
+        for _ in 0..7 {
+            t.record(key(5, 200), Some(12), 1, 2);
+        }
+        t.record(key(1, 404), None, 0, 0);
+        t.record(key(1, 404), Some(2), 0, 0);
+        t.record(routed(1, 3, 404), Some(4), 0, 0);
         let json = serde_json::to_string(&t).unwrap();
-        assert!(json.starts_with(r#"[[{"node":1,"#), "{json}");
+        assert!(json.starts_with(r#"{"requests":[[{"node":1,"#), "{json}");
         let back: SeriesTable = serde_json::from_str(&json).unwrap();
-        let a: Vec<_> = t.iter().map(|(k, s)| (k, *s)).collect();
-        let b: Vec<_> = back.iter().map(|(k, s)| (k, *s)).collect();
-        let (mut a, mut b) = (a, b);
+        let mut a: Vec<_> = t.iter().collect();
+        let mut b: Vec<_> = back.iter().collect();
         a.sort_by_key(|x| x.0);
         b.sort_by_key(|x| x.0);
         assert_eq!(a, b);
+        let mut a: Vec<_> = t.histograms().map(|(k, h)| (k, *h)).collect();
+        let mut b: Vec<_> = back.histograms().map(|(k, h)| (k, *h)).collect();
+        a.sort_by_key(|x| x.0);
+        b.sort_by_key(|x| x.0);
+        assert_eq!(a, b);
+        assert_eq!(back.len(), 3);
 
         let mut n = NodeTable::default();
         n.entry(4).last_seen_ms = 9;
         let back: NodeTable = serde_json::from_str(&serde_json::to_string(&n).unwrap()).unwrap();
         assert_eq!(back.get(4).map(|s| s.last_seen_ms), Some(9));
         assert!(back.get(2).is_none());
+    }
+
+    /// Checkpoints written before histograms were split from request counts hold `[key,
+    /// {requests, duration_ms, request_bytes, response_bytes}]` pairs: they still load, with
+    /// the histograms of series differing only by route or method merged.
+    #[test]
+    fn checkpoints_with_per_series_histograms_still_load() {
+        let hist = |count: u64, sum: u64| {
+            let mut counts = [0u64; 20];
+            counts[3] = count;
+            serde_json::json!({ "counts": counts, "sum": sum })
+        };
+        let key_json = |route: u16| serde_json::json!({"node": 2, "route": route, "method": 0, "code": 200, "flags": 1, "dest": 1});
+        let old = serde_json::json!([
+            [key_json(0), {"requests": 3, "duration_ms": hist(3, 21), "request_bytes": hist(3, 0), "response_bytes": hist(3, 27)}],
+            [key_json(1), {"requests": 2, "duration_ms": hist(2, 16), "request_bytes": hist(2, 0), "response_bytes": hist(2, 18)}],
+        ]);
+        let t: SeriesTable = serde_json::from_value(old).unwrap();
+        let req: Vec<_> = t.iter().map(|(k, n)| (k.route, n)).collect();
+        assert_eq!(req, [(0, 3), (1, 2)]);
+        let h: Vec<_> = t.histograms().map(|(k, h)| (k, *h)).collect();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].1.duration_ms().sum, 37);
+        assert_eq!(h[0].1.duration_ms().counts[3], 5);
+        assert_eq!(h[0].1.response_bytes().sum, 45);
     }
 }

@@ -278,24 +278,27 @@ pub fn views(agg: &Aggregator, registry: &Registry, cfg: &IstioConfig) -> IstioV
         return v;
     }
     let gateway = cfg.mode == EdgeMode::Gateway;
-    for (k, s) in agg.series() {
+    for (k, n) in agg.series() {
         // In gateway mode every request has the same destination.
         let dest = if gateway { 0 } else { k.dest };
         *v.requests
             .entry((k.node, dest, k.code, k.flags))
-            .or_insert(0) += s.requests;
+            .or_insert(0) += n;
+        v.dests
+            .entry(dest)
+            .or_insert_with(|| dest_for(cfg, agg.destinations.get(k.dest)));
+    }
+    for (k, h) in agg.histograms() {
+        let dest = if gateway { 0 } else { k.dest };
         let hk = if cfg.histogram_response_labels {
             (k.node, dest, k.code, k.flags)
         } else {
             (k.node, dest, NO_CODE, NO_CODE)
         };
         let e = v.histograms.entry(hk).or_default();
-        e.duration.merge(&s.duration_ms());
-        e.request_bytes.merge(&s.request_bytes());
-        e.response_bytes.merge(&s.response_bytes());
-        v.dests
-            .entry(dest)
-            .or_insert_with(|| dest_for(cfg, agg.destinations.get(k.dest)));
+        e.duration.merge(&h.duration_ms());
+        e.request_bytes.merge(&h.request_bytes());
+        e.response_bytes.merge(&h.response_bytes());
     }
     v.nodes = agg
         .node_names

@@ -109,11 +109,13 @@ struct Snapshot {
 fn snapshot(agg: &Aggregator) -> Snapshot {
     let mut requests = FxHashMap::default();
     let mut duration: FxHashMap<u32, Histogram> = FxHashMap::default();
-    for (k, s) in agg.series() {
+    for (k, n) in agg.series() {
         *requests
             .entry((k.node, k.route, k.method, k.code))
-            .or_insert(0) += s.requests;
-        duration.entry(k.node).or_default().merge(&s.duration_ms());
+            .or_insert(0) += n;
+    }
+    for (k, h) in agg.histograms() {
+        duration.entry(k.node).or_default().merge(&h.duration_ms());
     }
     Snapshot {
         node_names: agg.node_names.clone(),

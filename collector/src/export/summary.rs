@@ -52,19 +52,23 @@ struct Totals {
 /// Totals by aggregator node id (`None` for ids without series); no name per series.
 fn totals_by_id(agg: &Aggregator) -> Vec<Option<Totals>> {
     let mut by_id: Vec<Option<Totals>> = vec![None; agg.node_names.len()];
-    for (k, s) in agg.series() {
+    for (k, n) in agg.series() {
         let id = k.node as usize;
         if id >= by_id.len() {
             by_id.resize(id + 1, None);
         }
         let e = by_id[id].get_or_insert_with(Totals::default);
-        e.requests += s.requests;
+        e.requests += n;
         if k.code == 0 || (500..600).contains(&k.code) {
-            e.errors += s.requests;
+            e.errors += n;
         } else if (400..500).contains(&k.code) && k.code != CODE_OTHER {
-            e.client_errors += s.requests;
+            e.client_errors += n;
         }
-        e.duration.merge(&s.duration_ms());
+    }
+    for (k, h) in agg.histograms() {
+        if let Some(Some(e)) = by_id.get_mut(k.node as usize) {
+            e.duration.merge(&h.duration_ms());
+        }
     }
     by_id
 }
