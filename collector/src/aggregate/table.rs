@@ -8,10 +8,10 @@
 //! Request counts are kept per fine-grained series ([`SeriesKey`]); the three histograms only
 //! per [`HistogramKey`] (node, code, flags, destination), because no exported family splits a
 //! histogram by route or method (`vpslens_node_request_duration_seconds` is per node, Istio's
-//! histograms per Istio edge and response labels). With the default Xboard routes that is a
-//! third as many 504-byte histogram sets, which is what keeps a 3,000-node fleet's counters in
-//! the last-level cache. Each fine series stores the index of its histogram set, so a request
-//! still costs one key scan.
+//! histograms per Istio edge and response labels). On the whole-process bench load (3,000
+//! nodes, four Xboard routes) 32,893 series share ~18,000 histogram sets of 504 bytes: 9 MB of
+//! counters instead of 17 MB, mostly within the last-level cache. Each fine series stores the
+//! index of its histogram set, so a request still costs one key scan.
 
 use serde::de::Deserializer;
 use serde::ser::Serializer;
