@@ -68,8 +68,14 @@ pub struct Writer {
 impl Writer {
     /// An empty writer.
     pub fn new(dialect: Dialect) -> Self {
+        Writer::with_capacity(dialect, 64 * 1024)
+    }
+
+    /// A writer whose buffer starts with room for `bytes` (a large body then grows without
+    /// copying itself over and over).
+    pub fn with_capacity(dialect: Dialect, bytes: usize) -> Self {
         Writer {
-            out: String::with_capacity(64 * 1024),
+            out: String::with_capacity(bytes),
             dialect,
             le_bounds: Vec::new(),
             le_text: Vec::new(),
