@@ -553,6 +553,11 @@ impl Aggregator {
         self.series.len()
     }
 
+    /// Number of histogram sets (for the self-metric).
+    pub fn histogram_sets_len(&self) -> usize {
+        self.series.histograms_len()
+    }
+
     /// Total requests per node name (for summaries and tests).
     pub fn requests_by_node(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();

@@ -244,6 +244,7 @@ struct SelfCounters {
     client_errors: [u64; 3],
     overflow: [(&'static str, u64); 5],
     series: usize,
+    histogram_sets: usize,
     routes: Vec<String>,
     countries: Vec<String>,
     asns: Vec<String>,
@@ -264,6 +265,7 @@ impl From<&Aggregator> for SelfCounters {
                 ("asn", a.asns.overflow),
             ],
             series: a.series_len(),
+            histogram_sets: a.histogram_sets_len(),
             routes,
             countries: a.countries.values().to_vec(),
             asns: a.asns.values().to_vec(),
@@ -465,6 +467,13 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
     let name = "vpslens_aggregate_series";
     w.family(name, "Fine-grained series held in memory.", Kind::Gauge);
     w.sample_u64(name, &[], c.series as u64);
+    let name = "vpslens_aggregate_distribution_sets";
+    w.family(
+        name,
+        "Distribution sets (duration, request-bytes and response-bytes histograms per node, code, flags and destination) held in memory, 272 bytes each.",
+        Kind::Gauge,
+    );
+    w.sample_u64(name, &[], c.histogram_sets as u64);
 
     let h = &shared.registry;
     let name = "vpslens_registry_nodes";
