@@ -9,17 +9,25 @@ pub fn node_ip(i: u32) -> String {
     format!("100.{}.{}.{}", 64 + (i >> 16) % 64, (i >> 8) & 255, i & 255)
 }
 
+/// Node `i` of a generated registry: name, address, Xboard `node_id`, `region` and `provider`
+/// labels (every node also has `app: xrayr`).
+fn registry_node(i: u32) -> (String, String, u32, String, String) {
+    (
+        format!("node-{i:05}"),
+        node_ip(i),
+        i + 1,
+        format!("r{}", i % 7),
+        format!("p{}", i % 5),
+    )
+}
+
 /// A registry YAML with `nodes` nodes.
 pub fn registry_yaml(nodes: u32) -> String {
     let mut s = String::from("nodes:\n");
-    for i in 0..nodes {
+    for (name, ip, id, region, provider) in (0..nodes).map(registry_node) {
         let _ = writeln!(
             s,
-            "  - name: node-{i:05}\n    addresses: [\"{}\"]\n    node_id: {}\n    labels: {{app: xrayr, region: r{}, provider: p{}}}",
-            node_ip(i),
-            i + 1,
-            i % 7,
-            i % 5
+            "  - name: {name}\n    addresses: [\"{ip}\"]\n    node_id: {id}\n    labels: {{app: xrayr, region: {region}, provider: {provider}}}",
         );
     }
     s
@@ -29,12 +37,13 @@ pub fn registry_yaml(nodes: u32) -> String {
 /// write; `vpslens` reads a `.json` registry with `serde_json`, several times faster than YAML).
 pub fn registry_json(nodes: u32) -> String {
     let list: Vec<serde_json::Value> = (0..nodes)
-        .map(|i| {
+        .map(registry_node)
+        .map(|(name, ip, id, region, provider)| {
             serde_json::json!({
-                "name": format!("node-{i:05}"),
-                "addresses": [node_ip(i)],
-                "node_id": i + 1,
-                "labels": {"app": "xrayr", "region": format!("r{}", i % 7), "provider": format!("p{}", i % 5)},
+                "name": name,
+                "addresses": [ip],
+                "node_id": id,
+                "labels": {"app": "xrayr", "region": region, "provider": provider},
             })
         })
         .collect();

@@ -505,12 +505,13 @@ impl Aggregator {
         self.unregistered.iter()
     }
 
-    /// Renders a code id as a label value.
-    pub fn code_label(code: u16) -> String {
+    /// Renders a code id as a label value (`other` for [`CODE_OTHER`]), formatting digits in
+    /// `buf` (no allocation: exports call it once per sample).
+    pub fn code_label(code: u16, buf: &mut itoa::Buffer) -> &str {
         if code == CODE_OTHER {
-            OTHER.to_owned()
+            OTHER
         } else {
-            code.to_string()
+            buf.format(code)
         }
     }
 

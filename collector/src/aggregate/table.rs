@@ -257,24 +257,33 @@ struct NodeSeries {
 }
 
 impl NodeSeries {
-    /// Index of `sub`'s fine series, created (with its histogram set if new) on first use.
+    /// `sub`'s request count and histogram set, both created on first use; `true` when the
+    /// series is new.
     #[inline]
-    fn position(&mut self, sub: SubKey) -> (usize, bool) {
-        if let Some(p) = self.keys.iter().position(|k| *k == sub) {
-            return (p, false);
-        }
-        let h = sub.histogram();
-        let hist = match self.hist_keys.iter().position(|k| *k == h) {
+    fn series(&mut self, sub: SubKey) -> (&mut u64, &mut Histograms, bool) {
+        let (pos, new) = match self.keys.iter().position(|k| *k == sub) {
+            Some(p) => (p, false),
+            None => {
+                let hist = self.hist_index(sub.histogram());
+                self.keys.push(sub);
+                self.fine.push((0, u32::try_from(hist).unwrap_or(u32::MAX)));
+                (self.keys.len() - 1, true)
+            }
+        };
+        let (requests, hist) = &mut self.fine[pos];
+        (requests, &mut self.hists[*hist as usize], new)
+    }
+
+    /// Index of the histogram set of `h`, created empty on first use.
+    fn hist_index(&mut self, h: HistSubKey) -> usize {
+        match self.hist_keys.iter().position(|k| *k == h) {
             Some(i) => i,
             None => {
                 self.hist_keys.push(h);
                 self.hists.push(Histograms::default());
                 self.hist_keys.len() - 1
             }
-        };
-        self.keys.push(sub);
-        self.fine.push((0, u32::try_from(hist).unwrap_or(u32::MAX)));
-        (self.keys.len() - 1, true)
+        }
     }
 }
 
@@ -305,14 +314,9 @@ impl SeriesTable {
         bytes_received: u64,
         bytes_sent: u64,
     ) {
-        let node = self.node(key.node);
-        let (pos, new) = node.position(SubKey::of(&key));
-        let fine = &mut node.fine[pos];
-        fine.0 += 1;
-        let hist = fine.1 as usize;
-        if let Some(h) = node.hists.get_mut(hist) {
-            h.observe(duration_ms, bytes_received, bytes_sent);
-        }
+        let (requests, h, new) = self.node(key.node).series(SubKey::of(&key));
+        *requests += 1;
+        h.observe(duration_ms, bytes_received, bytes_sent);
         self.len += usize::from(new);
     }
 
@@ -370,12 +374,9 @@ impl SeriesTable {
 
     /// Adds `requests` to `key` and merges `h` into its histogram set (checkpoint restore).
     fn add(&mut self, key: SeriesKey, requests: u64, h: Option<&Histograms>) {
-        let node = self.node(key.node);
-        let (pos, new) = node.position(SubKey::of(&key));
-        let fine = &mut node.fine[pos];
-        fine.0 += requests;
-        let hist = fine.1 as usize;
-        if let (Some(h), Some(into)) = (h, node.hists.get_mut(hist)) {
+        let (n, into, new) = self.node(key.node).series(SubKey::of(&key));
+        *n += requests;
+        if let Some(h) = h {
             into.merge(h);
         }
         self.len += usize::from(new);
@@ -433,18 +434,12 @@ impl<'de> Deserialize<'de> for SeriesTable {
                     // Exports read histogram sets directly: one without a request series
                     // (not written by this version) is kept, not dropped.
                     let n = t.node(k.node);
-                    let sub = HistSubKey {
+                    let i = n.hist_index(HistSubKey {
                         code: k.code,
                         flags: k.flags,
                         dest: k.dest,
-                    };
-                    match n.hist_keys.iter().position(|x| *x == sub) {
-                        Some(i) => n.hists[i].merge(&h),
-                        None => {
-                            n.hist_keys.push(sub);
-                            n.hists.push(h);
-                        }
-                    }
+                    });
+                    n.hists[i].merge(&h);
                 }
             }
             TableRecord::Pairs(v) => {

@@ -338,7 +338,7 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
         (REQ_BYTES, "Request body size in bytes (Istio standard metric), synthesized by vpslens.", Some(IstioHistogram::RequestBytes)),
         (RESP_BYTES, "Response body size in bytes (Istio standard metric), synthesized by vpslens.", Some(IstioHistogram::ResponseBytes)),
     ];
-    let mut code_buf = String::new();
+    let mut code_buf = itoa::Buffer::new();
     for (name, help, hist) in families {
         if let Some(h) = hist {
             if !cfg.histograms.contains(&h) {
@@ -366,12 +366,10 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
                             e: Option<&EdgeStats>| {
                 let (node_name, app) = node(key.0);
                 let d = dest(key.1);
-                code_buf.clear();
                 let (code, fl) = if key.2 == NO_CODE {
                     ("", "")
                 } else {
-                    code_buf.push_str(&Aggregator::code_label(key.2));
-                    (code_buf.as_str(), flags(key.3))
+                    (Aggregator::code_label(key.2, &mut code_buf), flags(key.3))
                 };
                 let labels: [(&str, &str); 25] = [
                     ("reporter", reporter),
@@ -435,10 +433,11 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
             "Requests per VPS node edge for Kiali's extension appender (kiali_ext_requests_total).",
             Kind::Counter,
         );
+        let mut code_text = itoa::Buffer::new();
         for (k, n) in &v.requests {
             let (node_name, _) = node(k.0);
             let d = dest(k.1);
-            let code = Aggregator::code_label(k.2);
+            let code = Aggregator::code_label(k.2, &mut code_text);
             let fl = flags(k.3);
             let fl = if fl == "-" { "" } else { fl };
             let labels: Vec<(&str, &str)> = [
@@ -453,7 +452,7 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
                 ("flags", fl),
                 ("protocol", "http"),
                 ("secure", "false"),
-                ("status_code", &code),
+                ("status_code", code),
             ]
             .into_iter()
             .filter(|(_, v)| !v.is_empty())

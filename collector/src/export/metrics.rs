@@ -31,8 +31,7 @@ use std::collections::BTreeMap;
 use super::exposition::{Dialect, Kind, Writer};
 use super::istio;
 use crate::aggregate::{
-    Aggregator, Histogram, LineResult, CLIENT_REASONS, CODE_OTHER, ENVOY_BUCKETS, LINE_RESULTS,
-    METHODS,
+    Aggregator, Histogram, LineResult, CLIENT_REASONS, ENVOY_BUCKETS, LINE_RESULTS, METHODS,
 };
 use crate::pipeline::Shared;
 use crate::resolve::geo::Geo;
@@ -307,11 +306,7 @@ fn render_nodes(
     );
     let mut code_text = itoa::Buffer::new();
     for ((node, route, method, code), n) in &v.requests {
-        let code = if *code == CODE_OTHER {
-            crate::aggregate::OTHER
-        } else {
-            code_text.format(*code)
-        };
+        let code = Aggregator::code_label(*code, &mut code_text);
         let method = METHODS
             .get(usize::from(*method))
             .copied()
@@ -412,8 +407,8 @@ fn render_nodes(
     );
     let (with_country, with_asn) = geo.map_or((false, false), |g| (g.has_country(), g.has_asn()));
     for ((route, code, country, asn), n) in &v.unregistered {
-        let code = Aggregator::code_label(*code);
-        let mut labels: Vec<(&str, &str)> = vec![("route", c.route(*route)), ("code", &code)];
+        let code = Aggregator::code_label(*code, &mut code_text);
+        let mut labels: Vec<(&str, &str)> = vec![("route", c.route(*route)), ("code", code)];
         if with_country {
             labels.push(("country", c.country(*country)));
         }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::aggregate::{Aggregator, Histogram, CODE_OTHER};
 use crate::pipeline::Shared;
-use crate::resolve::Registry;
+use crate::resolve::{Node, Registry};
 
 /// One node's totals.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -74,21 +74,21 @@ fn totals_by_id(agg: &Aggregator) -> Vec<Option<Totals>> {
 }
 
 /// Every registered node (seen or not) and every node with counters, by name: `(name,
-/// registered, aggregator id)`.
+/// registry entry (`None`: removed from the registry), aggregator id)`.
 fn listing<'a>(
     registry: &'a Registry,
     agg: &'a Aggregator,
     totals: &[Option<Totals>],
-) -> Vec<(&'a str, bool, Option<u32>)> {
-    let mut v: Vec<(&str, bool, Option<u32>)> = registry
+) -> Vec<(&'a str, Option<&'a Node>, Option<u32>)> {
+    let mut v: Vec<(&str, Option<&Node>, Option<u32>)> = registry
         .nodes()
         .iter()
-        .map(|n| (n.name.as_str(), true, agg.find_node(&n.name)))
+        .map(|n| (n.name.as_str(), Some(n), agg.find_node(&n.name)))
         .collect();
     for (id, t) in (0u32..).zip(totals) {
         let name = agg.node_name(id);
         if t.is_some() && registry.index_of(name).is_none() {
-            v.push((name, false, Some(id)));
+            v.push((name, None, Some(id)));
         }
     }
     v.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -102,15 +102,12 @@ pub fn rows(shared: &Shared) -> (Vec<NodeRow>, u64) {
     let totals = totals_by_id(&agg);
     let rows = listing(&registry, &agg, &totals)
         .into_iter()
-        .map(|(name, registered, id)| {
-            let node = registry
-                .index_of(name)
-                .and_then(|i| registry.nodes().get(i as usize));
+        .map(|(name, node, id)| {
             let t = id.and_then(|id| totals.get(id as usize).copied().flatten());
             let st = id.and_then(|id| agg.node_stats(id));
             NodeRow {
                 name: name.to_owned(),
-                registered,
+                registered: node.is_some(),
                 node_id: node.and_then(|n| n.node_id),
                 addresses: node.map_or_else(Vec::new, |n| {
                     n.addresses.iter().map(ToString::to_string).collect()
@@ -148,7 +145,7 @@ pub fn table(shared: &Shared) -> String {
         "NODE", "REQUESTS", "ERRORS", "4XX", "P50_MS", "P99_MS"
     );
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
-    for (name, registered, id) in listing(&registry, &agg, &totals) {
+    for (name, node, id) in listing(&registry, &agg, &totals) {
         let t = id
             .and_then(|id| totals.get(id as usize).copied().flatten())
             .unwrap_or_default();
@@ -162,7 +159,7 @@ pub fn table(shared: &Shared) -> String {
                 humantime::format_rfc3339_millis(t).to_string()
             },
         );
-        let name = if registered {
+        let name = if node.is_some() {
             Cow::Borrowed(name)
         } else {
             Cow::Owned(format!("{name} (removed)"))
