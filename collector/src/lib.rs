@@ -17,6 +17,12 @@ pub mod source;
 
 use thiserror::Error;
 
+/// Locks `m`, recovering the guard from a poisoned lock: a panic on another thread must not stop
+/// counting or serving metrics (the data behind these locks stays consistent per operation).
+pub fn lock_unpoisoned<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Unix time in whole seconds (0 if the clock is before 1970).
 pub fn unix_now_seconds() -> u64 {
     std::time::SystemTime::now()

@@ -130,9 +130,7 @@ impl Shared {
     /// Locks the aggregator, recovering from a poisoned lock (a panic elsewhere must not stop
     /// metrics).
     pub fn lock(&self) -> MutexGuard<'_, Aggregator> {
-        self.agg
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock_unpoisoned(&self.agg)
     }
 }
 

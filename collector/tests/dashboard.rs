@@ -515,8 +515,21 @@ fn every_query_returns_data_from_vpslens_fed_by_real_envoy() {
         prom.wait_for(q, |s| !s.is_empty(), Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{q}: {e:#}"));
     }
-    // A few more scrapes so every rate window has several samples after the last change.
-    std::thread::sleep(Duration::from_secs(2));
+    // A few more scrapes so every rate window has several samples after the last change: wait
+    // until Prometheus holds four scrapes of vpslens taken after the one that saw the malformed
+    // line (scrape timestamps, not a sleep).
+    let scraped_at = |prom: &Prometheus| -> f64 {
+        prom.query(r#"timestamp(vpslens_lines_total{result="malformed"})"#)
+            .ok()
+            .and_then(|s| s.first().map(|x| x.value))
+            .unwrap_or(0.0)
+    };
+    let seen = scraped_at(&prom);
+    assert!(seen > 0.0, "no scrape with the malformed line");
+    vpslens_testkit::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        scraped_at(&prom) >= seen + 4.0 * 0.5
+    })
+    .unwrap();
 
     let mut empty = Vec::new();
     for name in DASHBOARDS {

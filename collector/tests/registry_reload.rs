@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vpslens::aggregate::Limits;
 use vpslens::export::exposition::Dialect;
@@ -12,16 +12,11 @@ use vpslens::export::metrics;
 use vpslens::pipeline::{PipelineConfig, Shared};
 use vpslens::resolve::reload::{spawn_watcher, RegistryHandle};
 use vpslens_parsers::LogFormat;
+use vpslens_testkit::process::wait_until;
 
-fn wait(what: &str, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait(what: &str, f: impl FnMut() -> bool) {
+    wait_until(Duration::from_secs(10), Duration::from_millis(20), f)
+        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
 }
 
 /// Writes like an editor or a ConfigMap update: temp file, then rename over the original.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -25,6 +25,7 @@ use vpslens::resolve::sources::file_sd::{FileSdConfig, FileSdPoller, LabelMap};
 use vpslens::resolve::sources::workload_entry::{self, WorkloadEntryConfig};
 use vpslens::resolve::sources::SourceId;
 use vpslens_parsers::LogFormat;
+use vpslens_testkit::process::wait_until;
 
 fn owner(h: &RegistryHandle, ip: &str) -> Option<String> {
     let r = h.current();
@@ -415,15 +416,9 @@ async fn api(State(s): State<Arc<Api>>, Query(q): Query<HashMap<String, String>>
     }
 }
 
-fn wait(what: &str, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait(what: &str, f: impl FnMut() -> bool) {
+    wait_until(Duration::from_secs(20), Duration::from_millis(20), f)
+        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
 }
 
 #[test]

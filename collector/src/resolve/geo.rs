@@ -234,10 +234,7 @@ impl Geo {
         if !self.node_labels {
             return None;
         }
-        let mut cache = self
-            .node_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = crate::lock_unpoisoned(&self.node_cache);
         if let Some((reg, labels)) = cache.as_ref() {
             if Arc::ptr_eq(reg, registry) {
                 return Some(labels.clone());

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -21,6 +21,7 @@ use notify::{RecursiveMode, Watcher};
 
 use super::sources::{self, node_file, Shadowed, SourceId, SourceKind, SourceUpdate};
 use super::{NodeSpec, Registry, RegistryError};
+use crate::lock_unpoisoned;
 
 /// Bookkeeping of one source instance.
 #[derive(Debug, Clone, Default)]
@@ -103,7 +104,7 @@ impl RegistryHandle {
         let reg = Registry::build(list.nodes.clone())?;
         log_conflicts(&reg, None);
         let h = RegistryHandle::fixed(reg);
-        lock(&h.sources).insert(
+        lock_unpoisoned(&h.sources).insert(
             SourceId::FILE,
             SourceState {
                 nodes: list.nodes,
@@ -159,7 +160,7 @@ impl RegistryHandle {
     /// Declares a source so its metrics exist (with `last_successful` 0) before its first
     /// attempt. Idempotent.
     pub fn register(&self, id: SourceId) {
-        lock(&self.sources).entry(id).or_default();
+        lock_unpoisoned(&self.sources).entry(id).or_default();
     }
 
     /// The registry in force.
@@ -189,7 +190,7 @@ impl RegistryHandle {
         let read = std::fs::read(path);
         let bytes = read.as_ref().ok().cloned();
         {
-            let mut last = lock(&self.last_bytes);
+            let mut last = lock_unpoisoned(&self.last_bytes);
             if *last == bytes {
                 return Ok(());
             }
@@ -222,7 +223,7 @@ impl RegistryHandle {
     pub fn apply(&self, id: SourceId, update: SourceUpdate) -> Result<(), RegistryError> {
         let list = match update {
             SourceUpdate::Unchanged => {
-                let mut sources = lock(&self.sources);
+                let mut sources = lock_unpoisoned(&self.sources);
                 let st = sources.entry(id).or_default();
                 st.unchanged += 1;
                 st.last_ok = Some(true);
@@ -236,7 +237,7 @@ impl RegistryHandle {
             self.record_failure(id, &e);
             return Err(e);
         }
-        let mut sources = lock(&self.sources);
+        let mut sources = lock_unpoisoned(&self.sources);
         let base = sources.get(&id).cloned().unwrap_or_default();
         let previous = sources.insert(
             id,
@@ -292,7 +293,7 @@ impl RegistryHandle {
     /// Counts and logs a failed attempt of source `id`; its last good list stays in force.
     /// `reason` must not contain secrets (URLs are logged without their query string).
     pub fn record_failure(&self, id: SourceId, reason: &dyn Display) {
-        let mut sources = lock(&self.sources);
+        let mut sources = lock_unpoisoned(&self.sources);
         let st = sources.entry(id).or_default();
         st.failure += 1;
         st.last_ok = Some(false);
@@ -305,7 +306,7 @@ impl RegistryHandle {
     /// Per-kind statistics of the registered sources, in precedence order (kinds without a
     /// registered source are absent).
     pub fn source_stats(&self) -> Vec<(SourceKind, RegistrySourceStats)> {
-        let sources = lock(&self.sources);
+        let sources = lock_unpoisoned(&self.sources);
         let mut out: Vec<(SourceKind, RegistrySourceStats)> = Vec::new();
         for (id, st) in sources.iter() {
             if out.last().is_none_or(|(k, _)| *k != id.kind) {
@@ -336,7 +337,7 @@ impl RegistryHandle {
 
     /// Number of registered sources that made at least one attempt, and of all registered.
     pub fn sources_attempted(&self) -> (usize, usize) {
-        let sources = lock(&self.sources);
+        let sources = lock_unpoisoned(&self.sources);
         let tried = sources.values().filter(|s| s.last_ok.is_some()).count();
         (tried, sources.len())
     }
@@ -362,10 +363,6 @@ impl RegistryHandle {
         let ok = sources.values().all(|s| s.last_ok != Some(false));
         self.last_successful.store(u64::from(ok), Ordering::Relaxed);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Logs the conflicts of `reg` that `old` did not have (all of them without `old`).
