@@ -1,6 +1,6 @@
 //! A real Alertmanager (clustering disabled) with temp storage.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::process::{free_port, tail, wait_for_value, ChildGuard};
+use crate::process::{wait_for_value, ManagedServer};
 
 /// Minimal config: one no-op receiver, fast grouping.
 pub const DEFAULT_CONFIG: &str = "\
@@ -26,7 +26,7 @@ receivers:
 /// A running Alertmanager; killed on drop.
 #[derive(Debug)]
 pub struct Alertmanager {
-    child: ChildGuard,
+    child: ManagedServer,
     dir: TempDir,
     addr: SocketAddr,
 }
@@ -45,51 +45,29 @@ impl Alertmanager {
             .tempdir()?;
         let cfg = dir.path().join("alertmanager.yml");
         std::fs::write(&cfg, config_yaml)?;
-        let mut last_err = None;
-        for attempt in 0..3 {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-            let stderr = dir.path().join(format!("stderr-{attempt}.log"));
-            let mut cmd = Command::new(&bin);
-            cmd.arg(format!("--config.file={}", cfg.display()))
-                .arg(format!(
-                    "--storage.path={}",
-                    dir.path().join(format!("data-{attempt}")).display()
-                ))
-                .arg(format!("--web.listen-address={addr}"))
-                .arg("--cluster.listen-address=")
-                .arg("--log.level=warn");
-            let mut child = ChildGuard::spawn_logged(
-                "alertmanager",
-                &mut cmd,
-                &dir.path().join(format!("stdout-{attempt}.log")),
-                &stderr,
-            )?;
-            let url = format!("http://{addr}/-/ready");
-            let ready = wait_for_value(
-                "alertmanager /-/ready",
-                Duration::from_secs(30),
-                Duration::from_millis(100),
-                || {
-                    child.ensure_running()?;
-                    Ok(crate::http::get(&url)
-                        .ok()
-                        .filter(|(c, _)| *c == 200)
-                        .map(|_| ()))
-                },
-            );
-            match ready {
-                Ok(()) => return Ok(Self { child, dir, addr }),
-                Err(e) => {
-                    let log = tail(&stderr, 30);
-                    let in_use = log.contains("address already in use");
-                    last_err = Some(e.context(format!("alertmanager failed to start:\n{log}")));
-                    if !in_use {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("alertmanager failed to start")))
+        let data = dir.path().to_owned();
+        let (child, addr) = ManagedServer::start_on_free_port(
+            "alertmanager",
+            dir.path(),
+            Duration::from_secs(30),
+            |addr, attempt| {
+                let mut cmd = Command::new(&bin);
+                cmd.arg(format!("--config.file={}", cfg.display()))
+                    .arg(format!(
+                        "--storage.path={}",
+                        data.join(format!("data-{attempt}")).display()
+                    ))
+                    .arg(format!("--web.listen-address={addr}"))
+                    .arg("--cluster.listen-address=")
+                    .arg("--log.level=warn");
+                cmd
+            },
+            |addr| {
+                crate::http::get(&format!("http://{addr}/-/ready"))
+                    .is_ok_and(|(code, _)| code == 200)
+            },
+        )?;
+        Ok(Self { child, dir, addr })
     }
 
     /// Listen address (pass to [`crate::PrometheusOptions::alertmanager`]).
@@ -109,7 +87,7 @@ impl Alertmanager {
 
     /// Alertmanager pid.
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.child.pid()
     }
 
     /// Current alerts (`GET /api/v2/alerts`).

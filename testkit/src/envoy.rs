@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::process::{read_lossy, tail, wait_for_value, ChildGuard};
+use crate::process::{read_lossy, tail, wait_for_value, ManagedServer};
 
 /// The upstream cluster name, exactly as Istio names it.
 pub const CLUSTER_NAME: &str = "outbound|80||xboard.airport-prod.svc.cluster.local";
@@ -251,7 +251,7 @@ impl EnvoyOptions {
 /// A running Envoy; killed on drop (its temp dir is removed too).
 #[derive(Debug)]
 pub struct EnvoyGateway {
-    child: ChildGuard,
+    child: ManagedServer,
     dir: TempDir,
     listener: SocketAddr,
     admin: SocketAddr,
@@ -304,27 +304,9 @@ impl EnvoyGateway {
             .arg("--file-flush-interval-msec")
             .arg(opts.file_flush_interval_ms.to_string())
             .args(["--drain-time-s", "1", "--parent-shutdown-time-s", "2"]);
-        let mut child = ChildGuard::spawn_logged(
-            "envoy",
-            &mut cmd,
-            &dir.path().join("stdout.log"),
-            &dir.path().join("stderr.log"),
-        )?;
-
-        let diag = |dir: &Path| {
-            format!(
-                "\n--- envoy.log ---\n{}\n--- stderr ---\n{}",
-                tail(&dir.join("envoy.log"), 30),
-                tail(&dir.join("stderr.log"), 30)
-            )
-        };
-
-        let admin: SocketAddr = wait_for_value(
-            "envoy admin address file",
-            opts.startup_timeout,
-            Duration::from_millis(50),
-            || {
-                child.ensure_running()?;
+        let mut child = ManagedServer::spawn("envoy", &mut cmd, dir.path(), "")?;
+        let admin: SocketAddr = child
+            .wait_ready("envoy admin address file", opts.startup_timeout, || {
                 let s = read_lossy(&admin_path);
                 let s = s.trim();
                 if s.is_empty() {
@@ -334,15 +316,14 @@ impl EnvoyGateway {
                     s.parse()
                         .with_context(|| format!("bad admin address {s:?}"))?,
                 ))
-            },
-        )
-        .with_context(|| {
-            format!(
-                "envoy ({}) failed to start{}",
-                bin.display(),
-                diag(dir.path())
-            )
-        })?;
+            })
+            .with_context(|| {
+                format!(
+                    "envoy ({}) failed to start\n--- envoy.log ---\n{}",
+                    bin.display(),
+                    tail(&envoy_log, 30)
+                )
+            })?;
 
         let mut gw = Self {
             child,
@@ -353,11 +334,18 @@ impl EnvoyGateway {
             format: opts.log_format,
             dir,
         };
-        gw.wait_ready(opts.startup_timeout)
-            .with_context(|| format!("envoy not ready{}", diag(gw.dir.path())))?;
-        gw.listener = gw
-            .discover_listener()
-            .with_context(|| format!("envoy listener address{}", diag(gw.dir.path())))?;
+        gw.wait_ready(opts.startup_timeout).with_context(|| {
+            format!(
+                "envoy not ready\n--- envoy.log ---\n{}",
+                tail(&gw.envoy_log, 30)
+            )
+        })?;
+        gw.listener = gw.discover_listener().with_context(|| {
+            format!(
+                "envoy listener address\n--- envoy.log ---\n{}",
+                tail(&gw.envoy_log, 30)
+            )
+        })?;
         Ok(gw)
     }
 
@@ -405,7 +393,7 @@ impl EnvoyGateway {
 
     /// Envoy's pid.
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.child.pid()
     }
 
     /// `GET` on the admin API.
@@ -421,17 +409,10 @@ impl EnvoyGateway {
     /// Waits until `GET /ready` answers `LIVE`.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let admin = self.admin;
-        let child = &mut self.child;
-        wait_for_value(
-            "envoy /ready == LIVE",
-            timeout,
-            Duration::from_millis(50),
-            || {
-                child.ensure_running()?;
-                let (code, body) = crate::http::get(&format!("http://{admin}/ready"))?;
-                Ok((code == 200 && body.trim() == "LIVE").then_some(()))
-            },
-        )
+        self.child.wait_ready("envoy /ready == LIVE", timeout, || {
+            let (code, body) = crate::http::get(&format!("http://{admin}/ready"))?;
+            Ok((code == 200 && body.trim() == "LIVE").then_some(()))
+        })
     }
 
     /// `POST /reopen_logs`: Envoy reopens the access log at its configured
@@ -444,11 +425,12 @@ impl EnvoyGateway {
 
     /// `GET /stats` (text), optionally filtered by a regex.
     pub fn stats(&self, filter: Option<&str>) -> Result<String> {
-        let path = match filter {
-            Some(f) => format!("/stats?filter={}", crate::http::urlencode(f)),
-            None => "/stats".to_owned(),
+        let url = format!("http://{}/stats", self.admin);
+        let query: &[(&str, &str)] = match filter {
+            Some(f) => &[("filter", f)],
+            None => &[],
         };
-        let (code, body) = self.admin_get(&path)?;
+        let (code, body) = crate::http::get_with_query(&url, query)?;
         anyhow::ensure!(code == 200, "/stats returned {code}");
         Ok(body)
     }

@@ -4,9 +4,13 @@
 //! panics there); the harness is meant for plain `#[test]` functions.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::response::IntoResponse;
 
 /// Default per-request timeout used by the helpers.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,28 +58,37 @@ pub fn scrape(addr: SocketAddr) -> Result<String> {
     Ok(body)
 }
 
-/// Percent-encodes a string for use in a URL query component.
-pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(b))
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+/// `GET url` with `query` pairs appended by reqwest's query builder (percent-encoded as
+/// `application/x-www-form-urlencoded`), returning status code and body text (any status).
+pub fn get_with_query(url: &str, query: &[(&str, &str)]) -> Result<(u16, String)> {
+    let resp = client(DEFAULT_TIMEOUT)?
+        .get(url)
+        .query(query)
+        .send()
+        .with_context(|| format!("GET {url} {query:?}"))?;
+    let code = resp.status().as_u16();
+    let body = resp
+        .text()
+        .with_context(|| format!("read body of GET {url}"))?;
+    Ok((code, body))
 }
 
-/// A tiny blocking HTTP/1.1 server on 127.0.0.1 that answers every request
-/// with the same (replaceable) body, e.g. a fake `/metrics` endpoint for
-/// Prometheus tests. Stopped on drop.
+/// State shared by a [`StaticServer`]'s handler and its handle.
+#[derive(Debug, Default)]
+struct Served {
+    body: Mutex<String>,
+    hits: AtomicU64,
+}
+
+/// An axum server on `127.0.0.1:<ephemeral>` that answers every request (any path, any
+/// method) with the same, replaceable body as `text/plain; version=0.0.4` — e.g. a fake
+/// `/metrics` endpoint for Prometheus tests. It runs on its own single-threaded tokio runtime
+/// in a background thread, so plain `#[test]` functions can use it; stopped (gracefully) on
+/// drop.
 pub struct StaticServer {
     addr: SocketAddr,
-    body: std::sync::Arc<std::sync::Mutex<String>>,
-    hits: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<Served>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -87,57 +100,65 @@ impl std::fmt::Debug for StaticServer {
     }
 }
 
+async fn serve_static(State(served): State<Arc<Served>>) -> impl IntoResponse {
+    served.hits.fetch_add(1, Ordering::SeqCst);
+    let body = served.body.lock().map(|g| g.clone()).unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+}
+
 impl StaticServer {
     /// Serves `body` as `text/plain; version=0.0.4` on `127.0.0.1:<ephemeral>`.
     pub fn start(body: impl Into<String>) -> Result<Self> {
-        use std::io::{Read, Write};
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-        use std::sync::{Arc, Mutex};
-
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("bind 127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let body = Arc::new(Mutex::new(body.into()));
-        let hits = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (b, h, s) = (Arc::clone(&body), Arc::clone(&hits), Arc::clone(&stop));
+        let served = Arc::new(Served {
+            body: Mutex::new(body.into()),
+            hits: AtomicU64::new(0),
+        });
+        let app = axum::Router::new()
+            .fallback(serve_static)
+            .with_state(Arc::clone(&served));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("build tokio runtime")?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
         let thread = std::thread::Builder::new()
             .name("static-http".into())
             .spawn(move || {
-                while !s.load(Ordering::SeqCst) {
-                    let (mut conn, _) = match listener.accept() {
-                        Ok(c) => c,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(10));
-                            continue;
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
                         }
-                        Err(_) => continue,
                     };
-                    let _ = conn.set_nonblocking(false);
-                    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                    let mut req = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 65536 {
-                        match conn.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let text = b.lock().map(|g| g.clone()).unwrap_or_default();
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                        text.len()
-                    );
-                    let _ = conn.write_all(resp.as_bytes());
-                }
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
             })
             .context("spawn static server")?;
+        ready_rx
+            .recv()
+            .context("static server thread ended")?
+            .context("register listener with tokio")?;
         Ok(Self {
             addr,
-            body,
-            hits,
-            stop,
+            served,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -149,20 +170,22 @@ impl StaticServer {
 
     /// Replaces the served body.
     pub fn set_body(&self, body: impl Into<String>) {
-        if let Ok(mut g) = self.body.lock() {
+        if let Ok(mut g) = self.served.body.lock() {
             *g = body.into();
         }
     }
 
     /// Number of requests served.
     pub fn hits(&self) -> u64 {
-        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+        self.served.hits.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for StaticServer {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -171,13 +194,16 @@ impl Drop for StaticServer {
 
 #[cfg(test)]
 mod tests {
-    use super::urlencode;
+    #![allow(clippy::unwrap_used)]
+    use super::*;
 
     #[test]
-    fn urlencode_encodes_promql() {
-        assert_eq!(
-            urlencode(r#"up{job="a b"} == 1"#),
-            "up%7Bjob%3D%22a%20b%22%7D%20%3D%3D%201"
-        );
+    fn static_server_serves_the_current_body_and_counts_hits() {
+        let s = StaticServer::start("a 1\n").unwrap();
+        let url = format!("http://{}/metrics", s.addr());
+        assert_eq!(get(&url).unwrap(), (200, "a 1\n".to_owned()));
+        s.set_body("a 2\n");
+        assert_eq!(get(&url).unwrap(), (200, "a 2\n".to_owned()));
+        assert_eq!(s.hits(), 2);
     }
 }

@@ -13,7 +13,8 @@
 //!   Prometheus/Alertmanager servers with temp storage.
 //! * [`vpslens::Vpslens`] — runs the collector binary with captured output.
 //! * [`mmdb`] — a minimal MaxMind DB writer for GeoIP test databases.
-//! * [`process`] — child guards, free ports, bounded waits.
+//! * [`process`] — [`process::ManagedServer`] (the servers above), child guards, free
+//!   ports, bounded waits.
 //! * [`fixtures`] — the deterministic traffic plan behind `fixtures/` and
 //!   the code that checks a log against `expected.json`.
 //!
@@ -36,7 +37,7 @@ pub mod vpslens;
 pub use alertmanager::Alertmanager;
 pub use client::{send, send_many, TestRequest};
 pub use envoy::{EnvoyGateway, EnvoyOptions, LogFormat};
-pub use process::{free_port, wait_until, ChildGuard};
+pub use process::{free_port, wait_until, ChildGuard, ManagedServer};
 pub use prometheus::{promtool_check_metrics, Prometheus, PrometheusOptions, Sample};
 pub use upstream::XboardStub;
 pub use vpslens::Vpslens;

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -227,4 +227,111 @@ pub fn tail(path: &Path, n: usize) -> String {
     let s = read_lossy(path);
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A server process the testkit starts (Envoy, Prometheus, Alertmanager): spawned with its
+/// stdout and stderr in files, waited on until a readiness probe passes while it must stay
+/// alive, and killed on drop. Errors carry the tail of its stderr.
+#[derive(Debug)]
+pub struct ManagedServer {
+    child: ChildGuard,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl ManagedServer {
+    /// Spawns `cmd` with stdout and stderr in `<dir>/<tag>stdout.log` and `<dir>/<tag>stderr.log`.
+    pub fn spawn(name: &str, cmd: &mut Command, dir: &Path, tag: &str) -> Result<Self> {
+        let stdout = dir.join(format!("{tag}stdout.log"));
+        let stderr = dir.join(format!("{tag}stderr.log"));
+        let child = ChildGuard::spawn_logged(name, cmd, &stdout, &stderr)?;
+        Ok(Self {
+            child,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Spawns the server on a free loopback port and waits until `ready(addr)` holds. If it
+    /// does not come up and its stderr says the port was taken (the race between
+    /// [`free_port`] and the server's bind), it is started again on another port, at most
+    /// three times. `command(addr, attempt)` builds the command line for one attempt.
+    pub fn start_on_free_port(
+        name: &str,
+        dir: &Path,
+        timeout: Duration,
+        mut command: impl FnMut(SocketAddr, usize) -> Command,
+        mut ready: impl FnMut(SocketAddr) -> bool,
+    ) -> Result<(Self, SocketAddr)> {
+        let mut last_err = None;
+        for attempt in 0..3 {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+            let mut server = Self::spawn(
+                name,
+                &mut command(addr, attempt),
+                dir,
+                &format!("{attempt}-"),
+            )?;
+            match server.wait_ready(&format!("{name} on {addr}"), timeout, || {
+                Ok(ready(addr).then_some(()))
+            }) {
+                Ok(()) => return Ok((server, addr)),
+                Err(e) => {
+                    let in_use = server.stderr_tail(30).contains("address already in use");
+                    last_err = Some(e);
+                    if !in_use {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow!("{name} failed to start")))
+    }
+
+    /// Polls `probe` every 50 ms until it yields a value; errors if the process exits first
+    /// or after `timeout`, with the tail of its stderr.
+    pub fn wait_ready<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<T> {
+        let child = &mut self.child;
+        wait_for_value(what, timeout, Duration::from_millis(50), || {
+            child.ensure_running()?;
+            probe()
+        })
+        .with_context(|| {
+            format!(
+                "{} failed to start\n--- stderr ---\n{}",
+                self.child.name(),
+                tail(&self.stderr, 30)
+            )
+        })
+    }
+
+    /// The last `n` lines of its stderr.
+    pub fn stderr_tail(&self, n: usize) -> String {
+        tail(&self.stderr, n)
+    }
+
+    /// Path of its captured stdout.
+    pub fn stdout_path(&self) -> &Path {
+        &self.stdout
+    }
+
+    /// Path of its captured stderr.
+    pub fn stderr_path(&self) -> &Path {
+        &self.stderr
+    }
+
+    /// OS process id, or `None` once reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The process guard (signals, waits).
+    pub fn child_mut(&mut self) -> &mut ChildGuard {
+        &mut self.child
+    }
 }

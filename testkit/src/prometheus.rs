@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::process::{free_port, tail, wait_for_value, ChildGuard};
+use crate::process::{wait_for_value, ChildGuard, ManagedServer};
 
 /// One instant-vector sample returned by [`Prometheus::query`].
 #[derive(Debug, Clone, PartialEq)]
@@ -148,7 +148,7 @@ impl PrometheusOptions {
 /// A running Prometheus; killed on drop, TSDB removed.
 #[derive(Debug)]
 pub struct Prometheus {
-    child: ChildGuard,
+    child: ManagedServer,
     dir: TempDir,
     addr: SocketAddr,
     client: reqwest::blocking::Client,
@@ -175,66 +175,43 @@ impl Prometheus {
         std::fs::write(&cfg_path, serde_json::to_string_pretty(&opts.config())?)?;
         let client = crate::http::client(Duration::from_secs(10))?;
 
-        let mut last_err = None;
-        for attempt in 0..3 {
-            let port = free_port()?;
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let data = dir.path().join(format!("data-{attempt}"));
-            let stderr = dir.path().join(format!("stderr-{attempt}.log"));
-            let mut cmd = Command::new(&bin);
-            cmd.arg(format!("--config.file={}", cfg_path.display()))
-                .arg(format!("--storage.tsdb.path={}", data.display()))
-                .arg(format!("--web.listen-address={addr}"))
-                .arg("--log.level=warn");
-            if opts.enable_lifecycle {
-                cmd.arg("--web.enable-lifecycle");
-            }
-            let mut child = ChildGuard::spawn_logged(
-                "prometheus",
-                &mut cmd,
-                &dir.path().join(format!("stdout-{attempt}.log")),
-                &stderr,
-            )?;
-            let url = format!("http://{addr}/-/ready");
-            let ready = wait_for_value(
-                "prometheus /-/ready",
-                opts.startup_timeout,
-                Duration::from_millis(100),
-                || {
-                    child.ensure_running()?;
-                    Ok(client
-                        .get(&url)
-                        .send()
-                        .ok()
-                        .filter(|r| r.status().is_success())
-                        .map(|_| ()))
-                },
-            );
-            match ready {
-                Ok(()) => {
-                    let p = Self {
-                        child,
-                        dir,
-                        addr,
-                        client,
-                        opts,
-                    };
-                    if p.opts.wait_targets_up && !p.opts.targets.is_empty() {
-                        p.wait_targets_up(p.opts.startup_timeout)?;
-                    }
-                    return Ok(p);
+        let data = dir.path().to_owned();
+        let (child, addr) = ManagedServer::start_on_free_port(
+            "prometheus",
+            dir.path(),
+            opts.startup_timeout,
+            |addr, attempt| {
+                let mut cmd = Command::new(&bin);
+                cmd.arg(format!("--config.file={}", cfg_path.display()))
+                    .arg(format!(
+                        "--storage.tsdb.path={}",
+                        data.join(format!("data-{attempt}")).display()
+                    ))
+                    .arg(format!("--web.listen-address={addr}"))
+                    .arg("--log.level=warn");
+                if opts.enable_lifecycle {
+                    cmd.arg("--web.enable-lifecycle");
                 }
-                Err(e) => {
-                    let log = tail(&stderr, 30);
-                    let in_use = log.contains("address already in use");
-                    last_err = Some(e.context(format!("prometheus failed to start:\n{log}")));
-                    if !in_use {
-                        break;
-                    }
-                }
-            }
+                cmd
+            },
+            |addr| {
+                client
+                    .get(format!("http://{addr}/-/ready"))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+            },
+        )?;
+        let p = Self {
+            child,
+            dir,
+            addr,
+            client,
+            opts,
+        };
+        if p.opts.wait_targets_up && !p.opts.targets.is_empty() {
+            p.wait_targets_up(p.opts.startup_timeout)?;
         }
-        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("prometheus failed to start")))
+        Ok(p)
     }
 
     /// Listen address.
@@ -254,14 +231,15 @@ impl Prometheus {
 
     /// Prometheus pid.
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.child.pid()
     }
 
-    fn api_get(&self, path_and_query: &str) -> Result<Value> {
-        let url = format!("{}{}", self.url(), path_and_query);
+    fn api_get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {
+        let url = format!("{}{}", self.url(), path);
         let resp = self
             .client
             .get(&url)
+            .query(query)
             .send()
             .with_context(|| format!("GET {url}"))?;
         let code = resp.status().as_u16();
@@ -278,10 +256,7 @@ impl Prometheus {
     /// becomes one sample with no labels.
     pub fn query(&self, promql: &str) -> Result<Vec<Sample>> {
         let data = self
-            .api_get(&format!(
-                "/api/v1/query?query={}",
-                crate::http::urlencode(promql)
-            ))
+            .api_get("/api/v1/query", &[("query", promql)])
             .with_context(|| format!("query {promql:?}"))?;
         parse_query_data(&data).with_context(|| format!("query {promql:?}"))
     }
@@ -324,17 +299,17 @@ impl Prometheus {
 
     /// `/api/v1/targets` data.
     pub fn targets(&self) -> Result<Value> {
-        self.api_get("/api/v1/targets")
+        self.api_get("/api/v1/targets", &[])
     }
 
     /// `/api/v1/rules` data.
     pub fn rules(&self) -> Result<Value> {
-        self.api_get("/api/v1/rules")
+        self.api_get("/api/v1/rules", &[])
     }
 
     /// `/api/v1/alerts` data (`{"alerts":[...]}`).
     pub fn alerts(&self) -> Result<Value> {
-        self.api_get("/api/v1/alerts")
+        self.api_get("/api/v1/alerts", &[])
     }
 
     /// `POST /-/reload` (needs `enable_lifecycle`).
