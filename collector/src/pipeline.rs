@@ -280,7 +280,7 @@ impl LineProcessor {
             match o {
                 Outcome::Event(ev) => agg.record(ev),
                 Outcome::Parse(e) => agg.count_parse_error(e),
-                Outcome::Client(e) => agg.count_client_error(client_reason_index(*e)),
+                Outcome::Client(e) => agg.count_client_error(e.index()),
                 Outcome::TooLong => agg.count_line(LineResult::TooLong),
             }
         }
@@ -345,14 +345,6 @@ impl LineProcessor {
             client: if node.is_none() { Some(ip) } else { None },
             geo: GeoLabels::default(),
         })
-    }
-}
-
-fn client_reason_index(e: ClientAddressError) -> usize {
-    match e {
-        ClientAddressError::Missing => 0,
-        ClientAddressError::Invalid => 1,
-        ClientAddressError::TooFewHops => 2,
     }
 }
 

@@ -11,6 +11,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use strum::{IntoStaticStr, VariantNames};
 use thiserror::Error;
 
 use crate::AccessRecord;
@@ -30,28 +31,36 @@ pub enum ClientAddressSource {
     },
 }
 
-/// Why no client address could be found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+/// Why no client address could be found. The `reason` label values ([`Self::reason`], in
+/// declaration order as [`Self::REASONS`]) come from the strum attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error, IntoStaticStr, VariantNames)]
 pub enum ClientAddressError {
     /// The chosen field is absent (`-`/`null`), or ambiguous in the TEXT format.
     #[error("client address field is missing")]
+    #[strum(serialize = "client_missing")]
     Missing,
     /// The field does not hold an IP address (optionally with a port).
     #[error("client address field is not an IP address")]
+    #[strum(serialize = "client_invalid")]
     Invalid,
     /// X-Forwarded-For has fewer entries than `trusted_hops + 1`.
     #[error("X-Forwarded-For has fewer entries than the trusted hop count requires")]
+    #[strum(serialize = "xff_too_few_hops")]
     TooFewHops,
 }
 
 impl ClientAddressError {
+    /// Every `reason` label value, by [`Self::index`].
+    pub const REASONS: &'static [&'static str] = Self::VARIANTS;
+
     /// Stable label value (`reason`) for this error.
     pub fn reason(&self) -> &'static str {
-        match self {
-            ClientAddressError::Missing => "client_missing",
-            ClientAddressError::Invalid => "client_invalid",
-            ClientAddressError::TooFewHops => "xff_too_few_hops",
-        }
+        self.into()
+    }
+
+    /// Position of [`Self::reason`] in [`Self::REASONS`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -193,6 +202,21 @@ fn valid_port(p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_are_the_label_values_by_index() {
+        assert_eq!(
+            ClientAddressError::REASONS,
+            ["client_missing", "client_invalid", "xff_too_few_hops"]
+        );
+        for e in [
+            ClientAddressError::Missing,
+            ClientAddressError::Invalid,
+            ClientAddressError::TooFewHops,
+        ] {
+            assert_eq!(ClientAddressError::REASONS[e.index()], e.reason());
+        }
+    }
 
     fn rec<'a>(dra: Option<&'a str>, xff: Option<&'a str>) -> AccessRecord<'a> {
         AccessRecord {

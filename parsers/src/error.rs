@@ -4,10 +4,20 @@
 //! uses as the `reason` label of `vpslens_parse_errors_total`. Reasons never contain input bytes, so
 //! attacker-controlled text can never reach a label through an error.
 
+use strum::{EnumDiscriminants, IntoStaticStr, VariantNames};
 use thiserror::Error;
 
 /// Why an access-log line (or a container-log frame) could not be turned into a record.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+///
+/// The `reason` label values, their order and the indices come from the variant names (strum's
+/// [`EnumDiscriminants`], `snake_case`): [`ParseErrorKind`].
+#[derive(Debug, Clone, PartialEq, Eq, Error, EnumDiscriminants)]
+#[strum_discriminants(
+    name(ParseErrorKind),
+    derive(IntoStaticStr, VariantNames),
+    strum(serialize_all = "snake_case"),
+    doc = "The kind of a [`ParseError`] without its details; its `snake_case` name is the `reason` label value."
+)]
 pub enum ParseError {
     /// The line is empty or only whitespace.
     #[error("empty line")]
@@ -70,52 +80,16 @@ impl ParseError {
     /// assert_eq!(ParseError::MissingField { field: "response_code" }.reason(), "missing_field");
     /// ```
     pub fn reason(&self) -> &'static str {
-        match self {
-            ParseError::Empty => "empty",
-            ParseError::NotUtf8 => "not_utf8",
-            ParseError::UnknownFormat => "unknown_format",
-            ParseError::JsonSyntax { .. } => "json_syntax",
-            ParseError::JsonType { .. } => "json_type",
-            ParseError::TextSyntax { .. } => "text_syntax",
-            ParseError::MissingField { .. } => "missing_field",
-            ParseError::BadNumber { .. } => "bad_number",
-            ParseError::BadTimestamp => "bad_timestamp",
-            ParseError::CriSyntax { .. } => "cri_syntax",
-            ParseError::DockerSyntax => "docker_syntax",
-        }
+        ParseErrorKind::from(self).into()
     }
 
     /// Every reason [`ParseError::reason`] can return, in a fixed order (for pre-registering
     /// zero-valued series and for array indexing via [`ParseError::index`]).
-    pub const REASONS: [&'static str; 11] = [
-        "empty",
-        "not_utf8",
-        "unknown_format",
-        "json_syntax",
-        "json_type",
-        "text_syntax",
-        "missing_field",
-        "bad_number",
-        "bad_timestamp",
-        "cri_syntax",
-        "docker_syntax",
-    ];
+    pub const REASONS: &'static [&'static str] = ParseErrorKind::VARIANTS;
 
     /// Position of [`ParseError::reason`] in [`ParseError::REASONS`].
     pub fn index(&self) -> usize {
-        match self {
-            ParseError::Empty => 0,
-            ParseError::NotUtf8 => 1,
-            ParseError::UnknownFormat => 2,
-            ParseError::JsonSyntax { .. } => 3,
-            ParseError::JsonType { .. } => 4,
-            ParseError::TextSyntax { .. } => 5,
-            ParseError::MissingField { .. } => 6,
-            ParseError::BadNumber { .. } => 7,
-            ParseError::BadTimestamp => 8,
-            ParseError::CriSyntax { .. } => 9,
-            ParseError::DockerSyntax => 10,
-        }
+        ParseErrorKind::from(self) as usize
     }
 }
 
@@ -141,5 +115,23 @@ mod tests {
         for e in all {
             assert_eq!(ParseError::REASONS[e.index()], e.reason());
         }
+        // The label values are an interface (dashboards, alerts): renaming a variant must
+        // show up here.
+        assert_eq!(
+            ParseError::REASONS,
+            [
+                "empty",
+                "not_utf8",
+                "unknown_format",
+                "json_syntax",
+                "json_type",
+                "text_syntax",
+                "missing_field",
+                "bad_number",
+                "bad_timestamp",
+                "cri_syntax",
+                "docker_syntax",
+            ]
+        );
     }
 }

@@ -33,7 +33,7 @@ pub mod route;
 pub mod text;
 pub mod time;
 
-pub use error::ParseError;
+pub use error::{ParseError, ParseErrorKind};
 pub use record::AccessRecord;
 
 /// Which access-log format a source writes.

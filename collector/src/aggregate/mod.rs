@@ -232,8 +232,10 @@ fn default_geo_interner() -> Interner {
     geo_interner(200)
 }
 
-/// Outcome of one line, for `vpslens_lines_total{result}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Outcome of one line, for `vpslens_lines_total{result}` (the label value is the variant's
+/// `snake_case` name, [`LINE_RESULTS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantNames)]
+#[strum(serialize_all = "snake_case")]
 pub enum LineResult {
     /// Parsed and a client address found (registered or not).
     Ok = 0,
@@ -246,10 +248,10 @@ pub enum LineResult {
 }
 
 /// Label values of [`LineResult`], by discriminant.
-pub const LINE_RESULTS: [&str; 4] = ["ok", "malformed", "no_client", "too_long"];
+pub const LINE_RESULTS: &[&str] = <LineResult as strum::VariantNames>::VARIANTS;
 
-/// Client-address failure reasons, in `ClientAddressError::reason` order.
-pub const CLIENT_REASONS: [&str; 3] = ["client_missing", "client_invalid", "xff_too_few_hops"];
+/// Client-address failure reasons, by `ClientAddressError::index`.
+pub const CLIENT_REASONS: &[&str] = vpslens_parsers::client::ClientAddressError::REASONS;
 
 /// One attributed request, produced by the parse+resolve stages. Strings borrow from the
 /// current read buffer (owned only when JSON escapes forced a copy) and are only interned
@@ -318,11 +320,11 @@ pub struct Aggregator {
     /// Busiest unregistered addresses (never labels).
     pub unregistered_top: TopK,
     /// `vpslens_lines_total` by [`LineResult`].
-    pub lines: [u64; 4],
+    pub lines: [u64; LINE_RESULTS.len()],
     /// `vpslens_parse_errors_total` by [`ParseError::index`].
     pub parse_errors: [u64; ParseError::REASONS.len()],
     /// `vpslens_client_address_errors_total` by [`CLIENT_REASONS`] index.
-    pub client_errors: [u64; 3],
+    pub client_errors: [u64; CLIENT_REASONS.len()],
     /// Node name id → Unix seconds when it left the registry (series removed after a grace).
     #[serde(with = "as_pairs")]
     removed_at: FxHashMap<u32, u64>,
@@ -619,6 +621,21 @@ mod tests {
             client: None,
             geo: GeoLabels::default(),
         }
+    }
+
+    #[test]
+    fn label_values_of_line_results_and_client_reasons() {
+        // Interfaces (dashboards, alerts): a renamed variant must show up here.
+        assert_eq!(LINE_RESULTS, ["ok", "malformed", "no_client", "too_long"]);
+        assert_eq!(LINE_RESULTS[LineResult::TooLong as usize], "too_long");
+        assert_eq!(
+            <&str>::from(LineResult::NoClient),
+            LINE_RESULTS[LineResult::NoClient as usize]
+        );
+        assert_eq!(
+            CLIENT_REASONS,
+            ["client_missing", "client_invalid", "xff_too_few_hops"]
+        );
     }
 
     #[test]
