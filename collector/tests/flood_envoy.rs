@@ -344,5 +344,16 @@ fn hundred_thousand_distinct_clients_through_envoy_stay_under_the_caps() -> Resu
         hwm
     );
     assert!(hwm < RSS_BOUND_KIB, "vpslens VmHWM {hwm} KiB");
+    // Nothing was read or counted twice while the checks above ran (a re-read after a false
+    // truncation or rotation would show here).
+    let last = vpslens.scrape(listen)?;
+    for (series, want) in [
+        ("vpslens_source_read_bytes_total", log_size),
+        ("vpslens_lines_total{result=\"ok\"", logged as f64),
+        ("vpslens_source_truncations_total", 0.0),
+        ("vpslens_source_rotations_total", 0.0),
+    ] {
+        assert_eq!(metric_value(&last, series), Some(want), "{series}");
+    }
     Ok(())
 }

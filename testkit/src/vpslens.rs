@@ -3,22 +3,20 @@
 //! Collector integration tests pass `env!("CARGO_BIN_EXE_vpslens")`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use anyhow::Result;
 use tempfile::TempDir;
 
-use crate::process::{read_lossy, wait_for_value, ChildGuard};
+use crate::process::{read_lossy, wait_for_value, ManagedServer};
 
 /// A running collector with stdout/stderr captured to files; killed on drop.
 #[derive(Debug)]
 pub struct Vpslens {
-    child: ChildGuard,
+    child: ManagedServer,
     dir: TempDir,
-    stdout: PathBuf,
-    stderr: PathBuf,
 }
 
 impl Vpslens {
@@ -30,25 +28,18 @@ impl Vpslens {
     /// Spawns `bin args...` with extra environment variables.
     pub fn run_with_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("vpslens-run-").tempdir()?;
-        let stdout = dir.path().join("stdout.log");
-        let stderr = dir.path().join("stderr.log");
         let mut cmd = Command::new(bin);
         cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = ChildGuard::spawn_logged("vpslens", &mut cmd, &stdout, &stderr)?;
-        Ok(Self {
-            child,
-            dir,
-            stdout,
-            stderr,
-        })
+        let child = ManagedServer::spawn("vpslens", &mut cmd, dir.path(), "")?;
+        Ok(Self { child, dir })
     }
 
     /// Process id.
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.child.pid()
     }
 
     /// A scratch dir that lives as long as this handle.
@@ -58,22 +49,22 @@ impl Vpslens {
 
     /// Path of the captured stdout.
     pub fn stdout_path(&self) -> &Path {
-        &self.stdout
+        self.child.stdout_path()
     }
 
     /// Path of the captured stderr.
     pub fn stderr_path(&self) -> &Path {
-        &self.stderr
+        self.child.stderr_path()
     }
 
     /// Captured stdout so far.
     pub fn stdout(&self) -> String {
-        read_lossy(&self.stdout)
+        read_lossy(self.child.stdout_path())
     }
 
     /// Captured stderr so far.
     pub fn stderr(&self) -> String {
-        read_lossy(&self.stderr)
+        read_lossy(self.child.stderr_path())
     }
 
     /// stdout + stderr, e.g. to assert a secret never appears.
@@ -83,12 +74,12 @@ impl Vpslens {
 
     /// `Ok(Some(status))` if the process has exited.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
-        self.child.try_wait()
+        self.child.child_mut().try_wait()
     }
 
     /// Waits up to `timeout` for the process to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
-        self.child.wait_timeout(timeout)
+        self.child.child_mut().wait_timeout(timeout)
     }
 
     /// SIGTERM and wait up to 10 s; errors (after SIGKILL) if it did not exit.
@@ -98,12 +89,12 @@ impl Vpslens {
 
     /// SIGTERM and wait up to `timeout`.
     pub fn stop_graceful_timeout(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        self.child.terminate(timeout)
+        self.child.child_mut().terminate(timeout)
     }
 
     /// SIGKILL and reap.
     pub fn kill_hard(&mut self) -> Result<ExitStatus> {
-        self.child.kill()
+        self.child.child_mut().kill()
     }
 
     /// `GET http://<addr>/metrics` (200 required).
@@ -113,19 +104,10 @@ impl Vpslens {
 
     /// Polls `/metrics` until it answers (the process must stay alive).
     pub fn wait_for_metrics(&mut self, addr: SocketAddr, timeout: Duration) -> Result<String> {
-        let child = &mut self.child;
-        let stderr = &self.stderr;
-        wait_for_value(
-            &format!("vpslens /metrics on {addr}"),
-            timeout,
-            Duration::from_millis(100),
-            || {
-                if let Some(st) = child.try_wait()? {
-                    anyhow::bail!("vpslens exited with {st}; stderr:\n{}", read_lossy(stderr));
-                }
+        self.child
+            .wait_ready(&format!("vpslens /metrics on {addr}"), timeout, || {
                 Ok(crate::http::scrape(addr).ok())
-            },
-        )
+            })
     }
 
     /// Polls `/metrics` until `pred(body)` holds; returns the body.
