@@ -24,30 +24,25 @@ pub fn client(timeout: Duration) -> Result<reqwest::blocking::Client> {
         .context("build reqwest blocking client")
 }
 
-/// `GET url`, returning status code and body text (any status).
-pub fn get(url: &str) -> Result<(u16, String)> {
-    let resp = client(DEFAULT_TIMEOUT)?
-        .get(url)
-        .send()
-        .with_context(|| format!("GET {url}"))?;
+/// Sends `req` (described as `what` in errors), returning status code and body text (any
+/// status).
+fn status_and_body(req: reqwest::blocking::RequestBuilder, what: &str) -> Result<(u16, String)> {
+    let resp = req.send().with_context(|| what.to_owned())?;
     let code = resp.status().as_u16();
     let body = resp
         .text()
-        .with_context(|| format!("read body of GET {url}"))?;
+        .with_context(|| format!("read body of {what}"))?;
     Ok((code, body))
+}
+
+/// `GET url`, returning status code and body text (any status).
+pub fn get(url: &str) -> Result<(u16, String)> {
+    status_and_body(client(DEFAULT_TIMEOUT)?.get(url), &format!("GET {url}"))
 }
 
 /// `POST url` with an empty body, returning status code and body text.
 pub fn post(url: &str) -> Result<(u16, String)> {
-    let resp = client(DEFAULT_TIMEOUT)?
-        .post(url)
-        .send()
-        .with_context(|| format!("POST {url}"))?;
-    let code = resp.status().as_u16();
-    let body = resp
-        .text()
-        .with_context(|| format!("read body of POST {url}"))?;
-    Ok((code, body))
+    status_and_body(client(DEFAULT_TIMEOUT)?.post(url), &format!("POST {url}"))
 }
 
 /// `GET http://<addr>/metrics`; errors unless the status is 200.
@@ -61,16 +56,10 @@ pub fn scrape(addr: SocketAddr) -> Result<String> {
 /// `GET url` with `query` pairs appended by reqwest's query builder (percent-encoded as
 /// `application/x-www-form-urlencoded`), returning status code and body text (any status).
 pub fn get_with_query(url: &str, query: &[(&str, &str)]) -> Result<(u16, String)> {
-    let resp = client(DEFAULT_TIMEOUT)?
-        .get(url)
-        .query(query)
-        .send()
-        .with_context(|| format!("GET {url} {query:?}"))?;
-    let code = resp.status().as_u16();
-    let body = resp
-        .text()
-        .with_context(|| format!("read body of GET {url}"))?;
-    Ok((code, body))
+    status_and_body(
+        client(DEFAULT_TIMEOUT)?.get(url).query(query),
+        &format!("GET {url} {query:?}"),
+    )
 }
 
 /// State shared by a [`StaticServer`]'s handler and its handle.
