@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use vpslens::cli::{Cli, Command};
 use vpslens::commands::{replay, run};
 
@@ -19,6 +19,18 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(a) => run::run(a),
         Command::Replay(a) => replay::replay(a).map(|_| ()),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "vpslens",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(vpslens::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

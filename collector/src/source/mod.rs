@@ -43,7 +43,17 @@ pub const MIN_CONTENT_MATCH: usize = 32;
 const MAX_RETIRED: usize = 256;
 
 /// Where to start a file that has no checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadFrom {
     /// From offset 0.
@@ -54,7 +64,17 @@ pub enum ReadFrom {
 }
 
 /// How lines are framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FramingMode {
     /// Detect per file from its first line (CRI, docker json-file, or raw).
@@ -250,9 +270,9 @@ impl Tailer {
             aggregator,
         };
         match checkpoint::store(&dir, &cp) {
-            Ok(()) => crate::pipeline::add(&shared.sources.checkpoint_writes, 1),
+            Ok(()) => shared.sources.record_checkpoint(true),
             Err(e) => {
-                crate::pipeline::add(&shared.sources.checkpoint_failures, 1);
+                shared.sources.record_checkpoint(false);
                 tracing::error!(error = %e, "checkpoint write failed");
             }
         }

@@ -44,7 +44,7 @@ pub const DEFAULT_TIMEOUT_SECONDS: u64 = 10;
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
 /// One `file_sd:` entry. Exactly one of `path` and `url`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSdConfig {
     /// Local `file_sd` JSON file. No default.
@@ -63,9 +63,35 @@ pub struct FileSdConfig {
     pub labels: Option<LabelMap>,
 }
 
+impl FileSdConfig {
+    /// Checks the entry without building anything (config validation); returns the parsed URL
+    /// for a `url:` entry.
+    ///
+    /// # Errors
+    /// [`FileSdError::Config`] when not exactly one of `path`/`url` is set, the URL does not
+    /// parse or is not http(s).
+    pub fn validate(&self, index: u16) -> Result<Option<reqwest::Url>, FileSdError> {
+        let config = |message: &str| FileSdError::Config {
+            index,
+            message: message.to_owned(),
+        };
+        match (&self.path, &self.url) {
+            (Some(_), None) => Ok(None),
+            (None, Some(u)) => {
+                let url = reqwest::Url::parse(u).map_err(|_| config("url does not parse"))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(config("url must be http:// or https://"));
+                }
+                Ok(Some(url))
+            }
+            _ => Err(config("set exactly one of `path` and `url`")),
+        }
+    }
+}
+
 /// `file_sd` label → node field (`labels:` of a `file_sd:` entry). Each value is the name of
 /// a `file_sd` label; defaults are the field names themselves.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LabelMap {
     /// Label holding the node name (the `node` metric label). Default `name`.
@@ -329,18 +355,10 @@ impl FileSdPoller {
     /// [`FileSdError::Config`] when not exactly one of `path`/`url` is set, the URL does not
     /// parse or is not http(s); [`FileSdError::Http`] if the HTTP client cannot be built.
     pub fn new(index: u16, cfg: &FileSdConfig) -> Result<FileSdPoller, FileSdError> {
-        let config = |message: &str| FileSdError::Config {
-            index,
-            message: message.to_owned(),
-        };
         let timeout = Duration::from_secs(cfg.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS));
-        let (origin, label) = match (&cfg.path, &cfg.url) {
+        let (origin, label) = match (&cfg.path, cfg.validate(index)?) {
             (Some(p), None) => (Origin::File(p.clone()), p.display().to_string()),
-            (None, Some(u)) => {
-                let url = reqwest::Url::parse(u).map_err(|_| config("url does not parse"))?;
-                if !matches!(url.scheme(), "http" | "https") {
-                    return Err(config("url must be http:// or https://"));
-                }
+            (_, Some(url)) => {
                 let label = redact_url(&url);
                 let client = reqwest::Client::builder()
                     .timeout(timeout)
@@ -353,7 +371,12 @@ impl FileSdPoller {
                     })?;
                 (Origin::Http { url, client }, label)
             }
-            _ => return Err(config("set exactly one of `path` and `url`")),
+            (None, None) => {
+                return Err(FileSdError::Config {
+                    index,
+                    message: "set exactly one of `path` and `url`".into(),
+                })
+            }
         };
         Ok(FileSdPoller {
             id: SourceId::file_sd(index),

@@ -36,7 +36,7 @@ pub const DEFAULT_NODE_ID_LABEL: &str = "vpslens.io/node-id";
 pub const WATCH_TIMEOUT_SECONDS: u32 = 290;
 
 /// The `workload_entries:` section.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadEntryConfig {
     /// Namespace of the WorkloadEntries (e.g. `vps`). Required.
