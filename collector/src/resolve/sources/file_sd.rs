@@ -278,7 +278,7 @@ pub fn target_address(t: &str) -> Option<String> {
     } else {
         t
     };
-    parse_net(host).map(|n| {
+    parse_net(host).ok().map(|n| {
         if n.prefix_len() == n.max_prefix_len() {
             n.addr().to_string()
         } else {
