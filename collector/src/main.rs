@@ -36,11 +36,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vpslens: error: {e}");
-            ExitCode::from(if matches!(e, vpslens::Error::Usage(_)) {
-                2
-            } else {
-                1
-            })
+            // 2: the command line or config cannot be right; 1: everything else.
+            ExitCode::from(
+                if matches!(e, vpslens::Error::Usage(_) | vpslens::Error::Config(_)) {
+                    2
+                } else {
+                    1
+                },
+            )
         }
     }
 }

@@ -23,7 +23,10 @@ fn readme_rows() -> Vec<(String, String)> {
     let mut rows = Vec::new();
     for line in text[start..end].lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = line.split(" | ").collect();
-        let key = cells[0].trim_start_matches("| ").trim_matches('`').to_owned();
+        let key = cells[0]
+            .trim_start_matches("| ")
+            .trim_matches('`')
+            .to_owned();
         rows.push((key, cells[1].trim().to_owned()));
     }
     rows
@@ -52,7 +55,10 @@ fn readme_config_reference_matches_the_serde_defaults() {
             .unwrap_or_else(|| panic!("`{key}`: default cell must be one `YAML` value: {cell}"));
         let readme: Value = serde_norway::from_str(yaml)
             .unwrap_or_else(|e| panic!("`{key}`: README default `{yaml}` is not YAML: {e}"));
-        assert_eq!(&readme, code, "README default of `{key}` differs from the code");
+        assert_eq!(
+            &readme, code,
+            "README default of `{key}` differs from the code"
+        );
         checked += 1;
     }
     for key in defaults.keys() {

@@ -101,7 +101,7 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
     };
     let result = rt.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        tracing::info!(listen = %f.listen, address = %bound, sources = ?f.sources, "vpslens running");
+        tracing::info!(sources = ?f.sources, "vpslens running: listening on {bound} (listen: {})", f.listen);
         tokio::spawn(sweep_loop(shared.clone(), grace, hops));
         axum::serve(listener, http::router(shared.clone()))
             .with_graceful_shutdown(shutdown_signal())

@@ -605,7 +605,10 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
     w.sample_u64(
         name,
         &[],
-        1 - s.checkpoint_last_write_failed.load(Ordering::Relaxed).min(1),
+        1 - s
+            .checkpoint_last_write_failed
+            .load(Ordering::Relaxed)
+            .min(1),
     );
     let last = s.checkpoint_last_success_unix.load(Ordering::Relaxed);
     if last > 0 {

@@ -469,7 +469,10 @@ mod tests {
                 .to_string();
             assert!(m.contains("shorter than"), "{catch_all}: {m}");
         }
-        Registry::build(vec![spec("ok", &["203.0.113.0/24", "2001:db8::/32", "10.0.0.0/8"])])
-            .unwrap();
+        Registry::build(vec![spec(
+            "ok",
+            &["203.0.113.0/24", "2001:db8::/32", "10.0.0.0/8"],
+        )])
+        .unwrap();
     }
 }

@@ -191,9 +191,8 @@ impl WatchState {
         if spec.address.is_empty() {
             return Err("spec.address is empty".into());
         }
-        let net = parse_net(&spec.address).map_err(|e| {
-            format!("spec.address: {e} (host names are not resolved)")
-        })?;
+        let net = parse_net(&spec.address)
+            .map_err(|e| format!("spec.address: {e} (host names are not resolved)"))?;
         let mut labels = spec.labels;
         let node_id = labels
             .remove(&self.node_id_label)
