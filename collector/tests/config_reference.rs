@@ -1,6 +1,7 @@
 //! The README's config reference and `examples/config.yaml` against the code: the defaults in
 //! the README table are the serde defaults of `FileConfig` (one source), every key is listed,
 //! and the example loads through the real loader.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 

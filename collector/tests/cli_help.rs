@@ -1,0 +1,85 @@
+//! `--help`, shell completions and the man page come from one clap definition and say what the
+//! commands do (issue 18: `replay --help` claimed it printed the /metrics text; `run --help`
+//! left out endpoints and defaults).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn out(args: &[&str]) -> String {
+    let o = Command::new(Path::new(env!("CARGO_BIN_EXE_vpslens")))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn run_help_lists_every_endpoint_and_the_defaults() {
+    let top = out(&["--help"]);
+    for endpoint in ["/metrics/istio", "/api/unregistered", "/readyz"] {
+        assert!(
+            top.contains(endpoint),
+            "vpslens --help lacks {endpoint}:\n{top}"
+        );
+    }
+    let run = out(&["run", "--help"]);
+    for want in [
+        "[default: end]",
+        "[default: 0]",
+        "[default: 0.0.0.0:9464]",
+        "[default: downstream]",
+        "--discard-corrupt-checkpoint",
+        "host names are resolved",
+    ] {
+        assert!(run.contains(want), "run --help lacks {want:?}:\n{run}");
+    }
+}
+
+#[test]
+fn replay_help_does_not_claim_to_print_the_metrics_text() {
+    let top = out(&["--help"]);
+    let line = top
+        .lines()
+        .find(|l| l.trim_start().starts_with("replay"))
+        .unwrap();
+    assert!(line.contains("per-node table"), "{line}");
+    let replay = out(&["replay", "--help"]);
+    assert!(
+        replay.contains("only\nwith --metrics-out") || replay.contains("only with --metrics-out"),
+        "{replay}"
+    );
+    assert!(replay.contains("embedded"), "{replay}");
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_clap_definition() {
+    let bash = out(&["completions", "bash"]);
+    for flag in [
+        "--discard-corrupt-checkpoint",
+        "--trusted-hops",
+        "--metrics-out",
+    ] {
+        assert!(bash.contains(flag), "bash completion lacks {flag}");
+    }
+    let zsh = out(&["completions", "zsh"]);
+    assert!(
+        zsh.starts_with("#compdef vpslens"),
+        "{}",
+        &zsh[..zsh.len().min(200)]
+    );
+    let man = out(&["man"]);
+    assert!(
+        man.contains(".TH vpslens"),
+        "{}",
+        &man[..man.len().min(300)]
+    );
+    for sub in ["run", "replay", "completions"] {
+        assert!(man.contains(sub), "man page lacks {sub}");
+    }
+}
