@@ -298,6 +298,9 @@ fn live_mode_says_what_it_skips_ignores_and_cannot_write() {
         )
         .unwrap();
     assert!(metric_value(&body, "vpslens_checkpoint_failures_total").unwrap() >= 1.0);
+    // Readiness names it but stays 200 (it gates the gateway pod's readiness).
+    let (code, text) = vpslens_testkit::http::get(&format!("http://{addr}/readyz")).unwrap();
+    assert_eq!((code, text.as_str()), (200, "ready\ncheckpoint: failing\n"));
 }
 
 #[test]
