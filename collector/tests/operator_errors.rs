@@ -41,8 +41,13 @@ fn replay_from_a_copied_binary_in_an_empty_dir_prints_the_fixture_table() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("vpslens");
     std::fs::copy(bin(), &copy).unwrap();
-    let out = Command::new(&copy)
-        .arg("replay")
+    // The source checkout is hidden (an empty tmpfs over it, in a private mount namespace):
+    // the binary must not fall back to the fixtures at their compile-time path.
+    let checkout = repo("").canonicalize().unwrap();
+    let out = Command::new("unshare")
+        .args(["-r", "-m", "sh", "-c", r#"mount -t tmpfs none "$1" && exec "$2" replay"#, "sh"])
+        .arg(&checkout)
+        .arg(&copy)
         .current_dir(dir.path())
         .env("VPSLENS_LOG", "warn")
         .output()
