@@ -503,11 +503,8 @@ mod tests {
         .unwrap();
         let s = Settings::merge(file, Overrides::default()).unwrap();
         assert_eq!(s.file.file_sd.len(), 2);
-        assert_eq!(s.file.file_sd[1].labels.as_ref().unwrap().name, "instance");
-        assert_eq!(
-            s.file.file_sd[1].labels.as_ref().unwrap().node_id,
-            "node_id"
-        );
+        assert_eq!(s.file.file_sd[1].labels.name, "instance");
+        assert_eq!(s.file.file_sd[1].labels.node_id, "node_id");
         assert_eq!(s.file.workload_entries.as_ref().unwrap().namespace, "vps");
         assert!(s.file.attribute_unregistered_by_node_id);
         let d = Settings::merge(FileConfig::default(), Overrides::default()).unwrap();
@@ -515,6 +512,7 @@ mod tests {
         for bad in [
             "file_sd: [{path: a, url: 'http://b'}]\n",
             "file_sd: [{}]\n",
+            "file_sd: [{path: a, refresh_seconds: 0}]\n",
             "file_sd: [{path: a, labels: {nmae: x}}]\n",
             "workload_entries: {namespace: ''}\n",
             "workload_entries: {namespace: vps, selector: x}\n",

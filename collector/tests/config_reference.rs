@@ -7,20 +7,21 @@ use std::path::Path;
 
 use serde_json::Value;
 use vpslens::config::{FileConfig, Overrides, Settings};
+use vpslens::resolve::sources::file_sd::FileSdConfig;
 
 fn repo(rel: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
-/// `(key, default cell)` rows between the README's config-reference markers.
-fn readme_rows() -> Vec<(String, String)> {
+/// `(key, default cell)` rows between the README's `<!-- NAME:start -->` and `:end` markers.
+fn readme_rows(name: &str) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(repo("README.md")).unwrap();
     let start = text
-        .find("<!-- config-reference:start -->")
-        .expect("README has the config-reference start marker");
+        .find(&format!("<!-- {name}:start -->"))
+        .expect("README has the start marker");
     let end = text
-        .find("<!-- config-reference:end -->")
-        .expect("README has the config-reference end marker");
+        .find(&format!("<!-- {name}:end -->"))
+        .expect("README has the end marker");
     let mut rows = Vec::new();
     for line in text[start..end].lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = line.split(" | ").collect();
@@ -35,14 +36,28 @@ fn readme_rows() -> Vec<(String, String)> {
 
 #[test]
 fn readme_config_reference_matches_the_serde_defaults() {
-    let defaults = serde_json::to_value(FileConfig::default()).unwrap();
-    let Value::Object(defaults) = defaults else {
-        panic!("FileConfig serialises to a map")
-    };
-    let rows = readme_rows();
+    let rows = readme_rows("config-reference");
     assert!(rows.len() >= 20, "README reference parsed: {rows:?}");
+    compare(&rows, serde_json::to_value(FileConfig::default()).unwrap());
+}
+
+#[test]
+fn readme_file_sd_entry_reference_matches_the_serde_defaults() {
+    let rows = readme_rows("config-reference-file-sd");
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    compare(
+        &rows,
+        serde_json::to_value(FileSdConfig::default()).unwrap(),
+    );
+}
+
+/// Every row's default equals the serialised default of its key, and every key has a row.
+fn compare(rows: &[(String, String)], defaults: Value) {
+    let Value::Object(defaults) = defaults else {
+        panic!("the config serialises to a map")
+    };
     let mut checked = 0;
-    for (key, cell) in &rows {
+    for (key, cell) in rows {
         if key == "istio" {
             // Not serialised (the Kiali section describes its defaults).
             continue;

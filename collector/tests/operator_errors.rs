@@ -45,7 +45,14 @@ fn replay_from_a_copied_binary_in_an_empty_dir_prints_the_fixture_table() {
     // the binary must not fall back to the fixtures at their compile-time path.
     let checkout = repo("").canonicalize().unwrap();
     let out = Command::new("unshare")
-        .args(["-r", "-m", "sh", "-c", r#"mount -t tmpfs none "$1" && exec "$2" replay"#, "sh"])
+        .args([
+            "-r",
+            "-m",
+            "sh",
+            "-c",
+            r#"mount -t tmpfs none "$1" && exec "$2" replay"#,
+            "sh",
+        ])
         .arg(&checkout)
         .arg(&copy)
         .current_dir(dir.path())

@@ -59,7 +59,11 @@ async fn istio_handler(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Resp
 /// metric `vpslens_checkpoint_last_write_successful` and `VpslensCheckpointFailing` alert).
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
     if s.ready.load(Ordering::Acquire) {
-        if s.sources.checkpoint_last_write_failed.load(Ordering::Relaxed) > 0 {
+        if s.sources
+            .checkpoint_last_write_failed
+            .load(Ordering::Relaxed)
+            > 0
+        {
             return (StatusCode::OK, "ready\ncheckpoint: failing\n").into_response();
         }
         (StatusCode::OK, "ready\n").into_response()
