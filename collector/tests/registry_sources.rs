@@ -455,7 +455,7 @@ fn workload_entry_watch_against_recorded_api_responses() {
     let cfg = WorkloadEntryConfig {
         namespace: "vps".into(),
         label_selector: Some("app=xrayr".into()),
-        node_id_label: None,
+        node_id_label: "vpslens.io/node-id".into(),
     };
     rt.spawn(workload_entry::run(h.clone(), cfg, client));
     let seen = || server.state.lock().unwrap().seen.clone();
