@@ -39,7 +39,7 @@ pub enum ClientIp {
     /// `%DOWNSTREAM_REMOTE_ADDRESS%` (PROXY-protocol aware). Default.
     #[default]
     Downstream,
-    /// X-Forwarded-For entry `trusted_hops` from the right.
+    /// X-Forwarded-For entry `trusted_hops` + 1 from the right (the right-most with 0).
     Xff,
 }
 

@@ -29,16 +29,21 @@ fn run_help_lists_every_endpoint_and_the_defaults() {
         );
     }
     let run = out(&["run", "--help"]);
+    // The defaults in the help text are those of the config struct (its serde defaults).
+    let d = serde_json::to_value(vpslens::config::FileConfig::default()).unwrap();
+    let text = |k: &str| d[k].as_str().unwrap().to_owned();
     for want in [
-        "[default: end]",
-        "[default: 0]",
-        "[default: 0.0.0.0:9464]",
-        "[default: downstream]",
-        "--discard-corrupt-checkpoint",
-        "host names are resolved",
+        format!("[default: {}]", text("read_from")),
+        format!("[default: {}]", text("listen")),
+        format!("[default: {}]", text("client_ip")),
+        format!("[default: {}]", text("format")),
+        "[default: 0]".to_owned(),
+        "--discard-corrupt-checkpoint".to_owned(),
+        "host names are resolved".to_owned(),
     ] {
-        assert!(run.contains(want), "run --help lacks {want:?}:\n{run}");
+        assert!(run.contains(&want), "run --help lacks {want:?}:\n{run}");
     }
+    assert!(d["trusted_hops"].is_null(), "unset trusted_hops is 0 with xff");
 }
 
 #[test]
