@@ -43,7 +43,10 @@ fn run_help_lists_every_endpoint_and_the_defaults() {
     ] {
         assert!(run.contains(&want), "run --help lacks {want:?}:\n{run}");
     }
-    assert!(d["trusted_hops"].is_null(), "unset trusted_hops is 0 with xff");
+    assert!(
+        d["trusted_hops"].is_null(),
+        "unset trusted_hops is 0 with xff"
+    );
 }
 
 #[test]
