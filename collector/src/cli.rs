@@ -40,8 +40,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) to stdout (e.g. `vpslens man | man -l -`).
-    Man,
+    /// Print a man page (roff) to stdout: vpslens(1), or vpslens-COMMAND(1) with every flag of
+    /// that command (e.g. `vpslens man run | man -l -`).
+    Man {
+        /// Subcommand whose page to print (`run`, `replay`, `completions`).
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
 }
 
 /// Flags shared by `run` and `replay`.
@@ -131,4 +136,27 @@ impl CommonArgs {
             ..Overrides::default()
         }
     }
+}
+
+/// The man page of `vpslens` (`None`) or of one subcommand (`vpslens-<name>`), rendered as roff.
+///
+/// # Errors
+/// [`crate::Error::Usage`] for an unknown subcommand; I/O errors of `out`.
+pub fn render_man(command: Option<&str>, out: &mut dyn std::io::Write) -> Result<(), crate::Error> {
+    use clap::CommandFactory;
+    let top = Cli::command();
+    let cmd = match command {
+        None => top,
+        Some(name) => {
+            let sub = top
+                .get_subcommands()
+                .find(|c| c.get_name() == name && name != "man")
+                .cloned()
+                .ok_or_else(|| crate::Error::Usage(format!("no subcommand `{name}`")))?;
+            let full = format!("vpslens-{name}");
+            sub.name(full.clone()).bin_name(full)
+        }
+    };
+    clap_mangen::Man::new(cmd).render(out)?;
+    Ok(())
 }

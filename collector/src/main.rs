@@ -28,9 +28,9 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .map_err(vpslens::Error::from),
+        Command::Man { command } => {
+            vpslens::cli::render_man(command.as_deref(), &mut std::io::stdout())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -90,4 +90,18 @@ fn completions_and_man_page_come_from_the_clap_definition() {
     for sub in ["run", "replay", "completions"] {
         assert!(man.contains(sub), "man page lacks {sub}");
     }
+    let run = out(&["man", "run"]);
+    assert!(
+        run.contains(".TH vpslens-run"),
+        "{}",
+        &run[..run.len().min(300)]
+    );
+    for flag in ["discard\\-corrupt\\-checkpoint", "read\\-from", "listen"] {
+        assert!(run.contains(flag), "vpslens-run(1) lacks {flag}");
+    }
+    let o = Command::new(Path::new(env!("CARGO_BIN_EXE_vpslens")))
+        .args(["man", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
 }
