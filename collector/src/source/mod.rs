@@ -51,8 +51,8 @@ const MAX_RETIRED: usize = 256;
     Eq,
     Default,
     serde::Deserialize,
-    serde::Serialize,
     clap::ValueEnum,
+    serde::Serialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum ReadFrom {
@@ -72,8 +72,8 @@ pub enum ReadFrom {
     Eq,
     Default,
     serde::Deserialize,
-    serde::Serialize,
     clap::ValueEnum,
+    serde::Serialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum FramingMode {
