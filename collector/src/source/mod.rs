@@ -43,18 +43,9 @@ pub const MIN_CONTENT_MATCH: usize = 32;
 const MAX_RETIRED: usize = 256;
 
 /// Where to start a file that has no checkpoint.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Deserialize,
-    clap::ValueEnum,
-    serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[derive(serde::Serialize)]
 pub enum ReadFrom {
     /// From offset 0.
     Beginning,
@@ -64,18 +55,9 @@ pub enum ReadFrom {
 }
 
 /// How lines are framed.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Deserialize,
-    clap::ValueEnum,
-    serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[derive(serde::Serialize)]
 pub enum FramingMode {
     /// Detect per file from its first line (CRI, docker json-file, or raw).
     #[default]
