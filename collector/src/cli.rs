@@ -1,6 +1,5 @@
 //! Command-line interface (`clap`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -11,7 +10,13 @@ use crate::source::ReadFrom;
 
 /// Per-VPS traffic metrics from an Istio ingress gateway's access log.
 #[derive(Debug, Parser)]
-#[command(name = "vpslens", version, about)]
+#[command(
+    name = "vpslens",
+    version,
+    about,
+    after_help = "Config reference, endpoints and metrics: README.md and `vpslens man`. Logs go to \
+                  stderr; VPSLENS_LOG=debug for more."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -21,11 +26,27 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Follow access logs and serve /metrics, /healthz, /readyz, /api/nodes.
+    /// Follow access logs and serve /metrics, /metrics/istio, /healthz, /readyz, /api/nodes
+    /// and /api/unregistered.
     Run(RunArgs),
-    /// Read logs to EOF, print a per-node table and the /metrics text. With no LOG and no
-    /// config, replays the bundled fixtures.
+    /// Read logs to EOF and print a per-node table (the /metrics and /metrics/istio text only
+    /// with --metrics-out / --istio-out). With no LOG and no `sources:`, replays the fixtures
+    /// embedded in the binary.
     Replay(ReplayArgs),
+    /// Print a shell completion script to stdout (e.g. `vpslens completions bash >
+    /// /etc/bash_completion.d/vpslens`).
+    Completions {
+        /// Target shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff) to stdout: vpslens(1), or vpslens-COMMAND(1) with every flag of
+    /// that command (e.g. `vpslens man run | man -l -`).
+    Man {
+        /// Subcommand whose page to print (`run`, `replay`, `completions`).
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
 }
 
 /// Flags shared by `run` and `replay`.
@@ -37,16 +58,17 @@ pub struct CommonArgs {
     /// Registry of VPS nodes (YAML or JSON).
     #[arg(long, value_name = "FILE")]
     pub registry: Option<PathBuf>,
-    /// Where the client address comes from.
+    /// Where the client address comes from [default: downstream].
     #[arg(long, value_enum)]
     pub client_ip: Option<ClientIp>,
-    /// Trusted proxies in front of the gateway (X-Forwarded-For entry N from the right).
+    /// Trusted proxies in front of the gateway: the client is X-Forwarded-For entry N+1 from
+    /// the right. Only with --client-ip xff (an error otherwise) [default: 0].
     #[arg(long, value_name = "N")]
     pub trusted_hops: Option<u8>,
-    /// Access-log format.
+    /// Access-log format [default: auto].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
-    /// Kiali edge mode for istio_* metrics.
+    /// Kiali edge mode for istio_* metrics [default: gateway].
     #[arg(long, value_enum)]
     pub istio_mode: Option<EdgeMode>,
     /// Threads that parse lines in parallel (results do not depend on it). Default: 1 for
@@ -61,16 +83,24 @@ pub struct RunArgs {
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// HTTP listen address (default 0.0.0.0:9464).
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Directory for checkpoints (offsets + counters).
+    /// HTTP listen address HOST:PORT; host names are resolved. Bound before anything else,
+    /// so a port in use fails before any state is touched [default: 0.0.0.0:9464].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Directory for checkpoints (offsets + counters), created if missing; must be writable
+    /// [default: none, no checkpoints].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Where to start files that have no checkpoint (first start only).
+    /// Where to start files while there is no checkpoint; ignored (with a warning) once one
+    /// exists [default: end].
     #[arg(long, value_enum)]
     pub read_from: Option<ReadFrom>,
-    /// Access-log paths or globs.
+    /// Move an unreadable checkpoint.json aside (to checkpoint.json.corrupt-<time>) and start
+    /// without it: file offsets and every counter are lost (counters restart at 0).
+    #[arg(long)]
+    pub discard_corrupt_checkpoint: bool,
+    /// Access-log paths or globs (`*.gz` never read); a path that does not exist yet is
+    /// followed once it appears, with a warning.
     #[arg(value_name = "PATH")]
     pub paths: Vec<String>,
 }
@@ -81,13 +111,14 @@ pub struct ReplayArgs {
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Write the exposition text /metrics would serve to FILE (`-` = stdout).
+    /// Also write the exposition text /metrics would serve to FILE (`-` = stdout).
     #[arg(long, value_name = "FILE")]
     pub metrics_out: Option<PathBuf>,
-    /// Write the exposition text /metrics/istio would serve to FILE (`-` = stdout).
+    /// Also write the exposition text /metrics/istio would serve to FILE (`-` = stdout).
     #[arg(long, value_name = "FILE")]
     pub istio_out: Option<PathBuf>,
-    /// Log files (paths or globs).
+    /// Log files (paths or globs); each must match at least one file that is not `.gz`.
+    /// None: the embedded fixture log.
     #[arg(value_name = "LOG")]
     pub logs: Vec<String>,
 }
@@ -105,4 +136,27 @@ impl CommonArgs {
             ..Overrides::default()
         }
     }
+}
+
+/// The man page of `vpslens` (`None`) or of one subcommand (`vpslens-<name>`), rendered as roff.
+///
+/// # Errors
+/// [`crate::Error::Usage`] for an unknown subcommand; I/O errors of `out`.
+pub fn render_man(command: Option<&str>, out: &mut dyn std::io::Write) -> Result<(), crate::Error> {
+    use clap::CommandFactory;
+    let top = Cli::command();
+    let cmd = match command {
+        None => top,
+        Some(name) => {
+            let sub = top
+                .get_subcommands()
+                .find(|c| c.get_name() == name && name != "man")
+                .cloned()
+                .ok_or_else(|| crate::Error::Usage(format!("no subcommand `{name}`")))?;
+            let full = format!("vpslens-{name}");
+            sub.name(full.clone()).bin_name(full)
+        }
+    };
+    clap_mangen::Man::new(cmd).render(out)?;
+    Ok(())
 }

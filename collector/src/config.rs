@@ -11,37 +11,40 @@
 //! sources: [/var/log/istio/access.log]
 //! state_dir: /var/lib/vpslens
 //! ```
-//! Every field is optional; unknown keys are errors.
+//! Every field is optional; unknown keys are errors. **The `Default` impls of [`FileConfig`],
+//! [`GeoIpConfig`], [`Limits`] and [`IstioConfig`] are the one source of every default**: serde
+//! fills missing keys from them, flags override the result, and the README's config reference
+//! is checked against them (`collector/tests/config_reference.rs`). An annotated example is
+//! `examples/config.yaml`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use vpslens_parsers::client::ClientAddressSource;
 use vpslens_parsers::route::{RouteTable, DEFAULT_TEMPLATES};
 use vpslens_parsers::LogFormat;
 
-use crate::aggregate::Limits;
+pub use crate::aggregate::Limits;
 use crate::export::istio::IstioConfig;
 use crate::resolve::geo::GeoSettings;
-use crate::resolve::sources::file_sd::{FileSdConfig, FileSdPoller};
+use crate::resolve::sources::file_sd::FileSdConfig;
 use crate::resolve::sources::workload_entry::WorkloadEntryConfig;
-use crate::source::{FramingMode, ReadFrom};
+use crate::source::{FramingMode, ReadFrom, TailConfig};
 
 /// Where the client address comes from (`client_ip:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientIp {
     /// `%DOWNSTREAM_REMOTE_ADDRESS%` (PROXY-protocol aware). Default.
     #[default]
     Downstream,
-    /// X-Forwarded-For entry `trusted_hops` from the right.
+    /// X-Forwarded-For entry `trusted_hops` + 1 from the right (the right-most with 0).
     Xff,
 }
 
 /// Access-log format (`format:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// Per line: JSON if it starts with `{`, TEXT if `[`. Default.
@@ -53,69 +56,110 @@ pub enum Format {
     Text,
 }
 
-/// The config file. All fields optional.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The config file. Every key is optional; a missing key takes the value from
+/// [`FileConfig::default`].
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
-    /// HTTP listen address for `/metrics`, `/healthz`, `/readyz`, `/api/*`. Default `0.0.0.0:9464`.
-    pub listen: Option<SocketAddr>,
+    /// HTTP listen address `HOST:PORT` for `/metrics`, `/metrics/istio`, `/healthz`,
+    /// `/readyz`, `/api/*`; a host name is resolved at start-up. Default `0.0.0.0:9464`.
+    pub listen: String,
     /// Registry node file (YAML or JSON). Default none; `run` needs at least one of
     /// `registry`, `file_sd`, `workload_entries`. Highest merge precedence.
     pub registry: Option<PathBuf>,
     /// Prometheus `file_sd` sources (files or HTTP URLs), merged below `registry` and
-    /// `workload_entries`; an earlier entry wins over a later one. Default none.
-    pub file_sd: Option<Vec<FileSdConfig>>,
+    /// `workload_entries`; an earlier entry wins over a later one. Default none (`[]`).
+    pub file_sd: Vec<FileSdConfig>,
     /// Istio `WorkloadEntry` objects watched through the Kubernetes API (in-cluster service
     /// account or `KUBECONFIG`), merged below `registry`. Default none.
     pub workload_entries: Option<WorkloadEntryConfig>,
     /// Attribute a request from an unregistered address to the node whose registry `node_id`
     /// equals the request's `node_id` query parameter (spoofable: see README). Default `false`.
-    pub attribute_unregistered_by_node_id: Option<bool>,
-    /// Access-log paths or globs. Default none (`run` requires at least one).
-    pub sources: Option<Vec<String>>,
-    /// Checkpoint directory. Default: none (no checkpoints; restarts start at `read_from`).
+    pub attribute_unregistered_by_node_id: bool,
+    /// Access-log paths or globs; `*.gz` matches are never read. Default none (`run` requires
+    /// at least one).
+    pub sources: Vec<String>,
+    /// Checkpoint directory. Default none (no checkpoints; restarts start at `read_from`).
     pub state_dir: Option<PathBuf>,
-    /// Start position for files without a checkpoint. Default `end`.
-    pub read_from: Option<ReadFrom>,
+    /// Start position for files without a checkpoint (first start only). Default `end`.
+    pub read_from: ReadFrom,
     /// Access-log format. Default `auto`.
-    pub format: Option<Format>,
+    pub format: Format,
     /// Container-log framing. Default `auto` (per file).
-    pub framing: Option<FramingMode>,
+    pub framing: FramingMode,
     /// Client address source. Default `downstream`.
-    pub client_ip: Option<ClientIp>,
-    /// Trusted proxies in front of the gateway (for `client_ip: xff`). Default 0.
+    pub client_ip: ClientIp,
+    /// Trusted proxies in front of the gateway (count), only with `client_ip: xff`. Default
+    /// unset, i.e. 0 with `xff`; setting it with `downstream` is an error.
     pub trusted_hops: Option<u8>,
     /// Route templates (`/`-separated, `*` one segment, trailing `**`). Default: Xboard's
     /// `/api/v1/server/UniProxy/{config,user,push,alive,alivelist,status}`.
-    pub routes: Option<Vec<String>>,
-    /// Longest accepted line in bytes. Default 65536.
-    pub max_line_bytes: Option<usize>,
-    /// Poll period in milliseconds. Default 250.
-    pub poll_interval_ms: Option<u64>,
+    pub routes: Vec<String>,
+    /// Longest accepted line in bytes (at least 256). Default 65536.
+    pub max_line_bytes: usize,
+    /// Tailer poll period in milliseconds (at least 10). Default 250.
+    pub poll_interval_ms: u64,
     /// Seconds a file that left the patterns stays open after it stopped growing. Default 10.
-    pub rotate_wait_seconds: Option<u64>,
-    /// Checkpoint period in seconds. Default 5.
-    pub checkpoint_interval_seconds: Option<u64>,
-    /// Registry re-read period in seconds (besides file events). Default 5.
-    pub registry_poll_seconds: Option<u64>,
+    pub rotate_wait_seconds: u64,
+    /// Checkpoint period in seconds (at least 1). Default 5.
+    pub checkpoint_interval_seconds: u64,
+    /// Registry re-read period in seconds (besides file events; at least 1). Default 5.
+    pub registry_poll_seconds: u64,
     /// Seconds a node removed from the registry keeps its series. Default 600.
-    pub node_removal_grace_seconds: Option<u64>,
+    pub node_removal_grace_seconds: u64,
+    /// Seconds between a node's polls of the panel when its registry entry has no
+    /// `poll_interval_seconds` label (XrayR/V2bX default 60), exported as
+    /// `vpslens_node_poll_interval_seconds`; alerts measure silence in multiples of it.
+    /// Default 60.
+    pub default_poll_interval_seconds: u64,
     /// Threads that parse and attribute lines in parallel; counters are applied in line order,
-    /// so results are identical for any value. Default 1 for `run` (a sidecar should cost one
-    /// core at most), all cores for `replay`.
+    /// so results are identical for any value. Default unset: 1 for `run` (a sidecar should
+    /// cost one core at most), all cores for `replay`.
     pub parse_threads: Option<usize>,
-    /// Label caps.
-    pub limits: Option<LimitsConfig>,
-    /// Istio/Kiali export.
-    pub istio: Option<IstioConfig>,
-    /// GeoIP/ASN enrichment. Default: off (no `country`/`asn` labels).
-    pub geoip: Option<GeoIpConfig>,
+    /// Label caps. Default see [`Limits`].
+    pub limits: Limits,
+    /// Istio/Kiali export. Default see [`IstioConfig`].
+    #[serde(skip_serializing)]
+    pub istio: IstioConfig,
+    /// GeoIP/ASN enrichment. Default off (no `country`/`asn` labels).
+    pub geoip: GeoIpConfig,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            listen: "0.0.0.0:9464".into(),
+            registry: None,
+            file_sd: Vec::new(),
+            workload_entries: None,
+            attribute_unregistered_by_node_id: false,
+            sources: Vec::new(),
+            state_dir: None,
+            read_from: ReadFrom::End,
+            format: Format::Auto,
+            framing: FramingMode::Auto,
+            client_ip: ClientIp::Downstream,
+            trusted_hops: None,
+            routes: DEFAULT_TEMPLATES.iter().map(|t| (*t).to_owned()).collect(),
+            max_line_bytes: 64 * 1024,
+            poll_interval_ms: 250,
+            rotate_wait_seconds: 10,
+            checkpoint_interval_seconds: 5,
+            registry_poll_seconds: 5,
+            node_removal_grace_seconds: 600,
+            default_poll_interval_seconds: 60,
+            parse_threads: None,
+            limits: Limits::default(),
+            istio: IstioConfig::default(),
+            geoip: GeoIpConfig::default(),
+        }
+    }
 }
 
 /// GeoIP/ASN enrichment (`geoip:`). Either database may be absent; a configured database that
 /// cannot be opened stops start-up.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct GeoIpConfig {
     /// Country MMDB file (`country_code` or MaxMind `country.iso_code` layout); adds the
     /// `country` label to `vpslens_unregistered_requests_total`. Default none.
@@ -125,25 +169,7 @@ pub struct GeoIpConfig {
     pub asn_database: Option<PathBuf>,
     /// Add `country`/`asn` of each node's first registry address to `vpslens_node_info`
     /// (computed once per registry load; registry labels of the same name win). Default false.
-    pub node_labels: Option<bool>,
-}
-
-/// Label caps (`limits:`).
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Distinct HTTP status codes. Default 64.
-    pub codes: Option<usize>,
-    /// Distinct `response_flags` values. Default 32.
-    pub response_flags: Option<usize>,
-    /// Distinct upstream clusters. Default 16.
-    pub destinations: Option<usize>,
-    /// Unregistered addresses tracked for `/api/unregistered`. Default 1000.
-    pub unregistered_top: Option<usize>,
-    /// Distinct GeoIP `country` label values, `unknown` included. Default 300.
-    pub countries: Option<usize>,
-    /// Distinct GeoIP `asn` label values, `unknown` included. Default 200.
-    pub asns: Option<usize>,
+    pub node_labels: bool,
 }
 
 /// Config errors.
@@ -180,67 +206,61 @@ impl FileConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        serde_norway::from_slice(&bytes).map_err(|e| ConfigError::Syntax {
+        FileConfig::from_yaml(&bytes).map_err(|message| ConfigError::Syntax {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message,
         })
+    }
+
+    /// Parses YAML config text (an empty document is the defaults).
+    ///
+    /// # Errors
+    /// The parser's message (line/column, unknown key names).
+    pub fn from_yaml(bytes: &[u8]) -> Result<FileConfig, String> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(FileConfig::default());
+        }
+        serde_norway::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    /// Tailer settings (sources, start position, periods, framing, checkpoints).
+    pub fn tail_config(&self) -> TailConfig {
+        TailConfig {
+            patterns: self.sources.clone(),
+            read_from: self.read_from,
+            max_line_bytes: self.max_line_bytes,
+            poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
+            rotate_wait: std::time::Duration::from_secs(self.rotate_wait_seconds),
+            framing: self.framing,
+            state_dir: self.state_dir.clone(),
+            checkpoint_interval: std::time::Duration::from_secs(self.checkpoint_interval_seconds),
+            read_chunk_bytes: TailConfig::default().read_chunk_bytes,
+            eof_ends_line: false,
+        }
     }
 }
 
-/// Settings after merging file and flags, with defaults applied.
+/// Settings after merging file and flags and validating: the file's values (with flags
+/// applied) plus what is derived from them.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// See [`FileConfig::listen`].
-    pub listen: SocketAddr,
-    /// See [`FileConfig::registry`].
-    pub registry: Option<PathBuf>,
-    /// See [`FileConfig::file_sd`] (validated: each entry has exactly one of `path`/`url`).
-    pub file_sd: Vec<FileSdConfig>,
-    /// See [`FileConfig::workload_entries`].
-    pub workload_entries: Option<WorkloadEntryConfig>,
-    /// See [`FileConfig::attribute_unregistered_by_node_id`].
-    pub attribute_unregistered_by_node_id: bool,
-    /// See [`FileConfig::sources`].
-    pub sources: Vec<String>,
-    /// See [`FileConfig::state_dir`].
-    pub state_dir: Option<PathBuf>,
-    /// See [`FileConfig::read_from`].
-    pub read_from: ReadFrom,
-    /// Parser format.
+    /// The config with defaults filled in and flags applied.
+    pub file: FileConfig,
+    /// Parser format (from `format`).
     pub format: LogFormat,
-    /// See [`FileConfig::framing`].
-    pub framing: FramingMode,
-    /// Client address source.
+    /// Client address source (from `client_ip` and `trusted_hops`).
     pub client: ClientAddressSource,
-    /// Route table.
+    /// Route table (from `routes`).
     pub routes: RouteTable,
-    /// See [`FileConfig::max_line_bytes`].
-    pub max_line_bytes: usize,
-    /// Poll period.
-    pub poll_interval_ms: u64,
-    /// Rotate wait.
-    pub rotate_wait_seconds: u64,
-    /// Checkpoint period.
-    pub checkpoint_interval_seconds: u64,
-    /// Registry re-read period.
-    pub registry_poll_seconds: u64,
-    /// Node removal grace.
-    pub node_removal_grace_seconds: u64,
-    /// See [`FileConfig::parse_threads`]; `None` = the command's default.
-    pub parse_threads: Option<usize>,
-    /// Caps.
-    pub limits: Limits,
-    /// Istio export.
-    pub istio: IstioConfig,
-    /// GeoIP databases (opened by the commands).
+    /// GeoIP databases (opened by the commands; from `geoip`).
     pub geoip: GeoSettings,
 }
 
-/// Flags that override the file (all optional).
+/// Flags that override the file (all optional; `None`/empty = not given).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     /// `--listen`.
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     /// `--registry`.
     pub registry: Option<PathBuf>,
     /// Positional log paths.
@@ -261,68 +281,118 @@ pub struct Overrides {
     pub parse_threads: Option<usize>,
 }
 
+impl Overrides {
+    /// Applies the given flags over `file`.
+    pub fn apply(self, file: &mut FileConfig) {
+        if let Some(v) = self.listen {
+            file.listen = v;
+        }
+        if let Some(v) = self.registry {
+            file.registry = Some(v);
+        }
+        if !self.sources.is_empty() {
+            file.sources = self.sources;
+        }
+        if let Some(v) = self.state_dir {
+            file.state_dir = Some(v);
+        }
+        if let Some(v) = self.read_from {
+            file.read_from = v;
+        }
+        if let Some(v) = self.format {
+            file.format = v;
+        }
+        if let Some(v) = self.client_ip {
+            file.client_ip = v;
+        }
+        if let Some(v) = self.trusted_hops {
+            file.trusted_hops = Some(v);
+        }
+        if let Some(v) = self.istio_mode {
+            file.istio.mode = v;
+        }
+        if let Some(v) = self.parse_threads {
+            file.parse_threads = Some(v);
+        }
+    }
+}
+
+/// Splits `HOST:PORT` / `[V6]:PORT`; the host is not resolved.
+///
+/// # Errors
+/// A message when there is no port or it is not a number in 0..=65535.
+pub fn split_listen(listen: &str) -> Result<(&str, u16), String> {
+    let bad = || {
+        format!(
+            "listen `{listen}` must be HOST:PORT (e.g. 0.0.0.0:9464, localhost:9464, [::]:9464)"
+        )
+    };
+    let (host, port) = listen.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host, port))
+}
+
 impl Settings {
     /// Merges `file` and `flags` (flags win) and validates.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] for bad route templates, Istio settings or zero limits.
-    pub fn merge(file: FileConfig, flags: Overrides) -> Result<Settings, ConfigError> {
-        let client_ip = flags.client_ip.or(file.client_ip).unwrap_or_default();
-        let hops = flags.trusted_hops.or(file.trusted_hops).unwrap_or(0);
-        let client = match client_ip {
-            ClientIp::Downstream => ClientAddressSource::DownstreamRemote,
-            ClientIp::Xff => ClientAddressSource::XForwardedFor { trusted_hops: hops },
+    /// [`ConfigError::Invalid`] naming the setting: bad route templates, Istio settings,
+    /// `file_sd` entries, zero limits or periods below their minimum, `trusted_hops` without
+    /// `client_ip: xff`, a `listen` without a port.
+    pub fn merge(mut file: FileConfig, flags: Overrides) -> Result<Settings, ConfigError> {
+        flags.apply(&mut file);
+        let invalid = |m: &str| ConfigError::Invalid(m.to_owned());
+        let client = match (file.client_ip, file.trusted_hops) {
+            (ClientIp::Downstream, Some(_)) => {
+                return Err(invalid(
+                    "trusted_hops (--trusted-hops) only applies with client_ip: xff \
+                     (--client-ip xff); with the default client_ip: downstream the client is \
+                     downstream_remote_address and no X-Forwarded-For entry is read",
+                ))
+            }
+            (ClientIp::Downstream, None) => ClientAddressSource::DownstreamRemote,
+            (ClientIp::Xff, hops) => ClientAddressSource::XForwardedFor {
+                trusted_hops: hops.unwrap_or(0),
+            },
         };
-        let routes = match &file.routes {
-            Some(r) => RouteTable::new(r.iter().map(String::as_str)),
-            None => RouteTable::new(DEFAULT_TEMPLATES.iter().copied()),
-        }
-        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let l = file.limits.unwrap_or_default();
-        let d = Limits::default();
-        let limits = Limits {
-            codes: l.codes.unwrap_or(d.codes),
-            response_flags: l.response_flags.unwrap_or(d.response_flags),
-            destinations: l.destinations.unwrap_or(d.destinations),
-            unregistered_top: l.unregistered_top.unwrap_or(d.unregistered_top),
-            countries: l.countries.unwrap_or(d.countries),
-            asns: l.asns.unwrap_or(d.asns),
-        };
-        if limits.codes == 0
-            || limits.response_flags == 0
-            || limits.destinations == 0
-            || limits.countries == 0
-            || limits.asns == 0
+        let routes = RouteTable::new(file.routes.iter().map(String::as_str))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let l = &file.limits;
+        if l.codes == 0
+            || l.response_flags == 0
+            || l.destinations == 0
+            || l.countries == 0
+            || l.asns == 0
         {
-            return Err(ConfigError::Invalid("limits must be at least 1".into()));
+            return Err(invalid("limits must be at least 1"));
         }
-        let mut istio = file.istio.unwrap_or_default();
-        if let Some(m) = flags.istio_mode {
-            istio.mode = m;
-        }
-        istio.validate().map_err(ConfigError::Invalid)?;
-        let format = match flags.format.or(file.format).unwrap_or_default() {
+        file.istio.validate().map_err(ConfigError::Invalid)?;
+        let format = match file.format {
             Format::Auto => LogFormat::Auto,
             Format::Json => LogFormat::IstioJson,
             Format::Text => LogFormat::IstioText,
         };
-        let g = file.geoip.unwrap_or_default();
         let geoip = GeoSettings {
-            country_database: g.country_database,
-            asn_database: g.asn_database,
-            node_labels: g.node_labels.unwrap_or(false),
+            country_database: file.geoip.country_database.clone(),
+            asn_database: file.geoip.asn_database.clone(),
+            node_labels: file.geoip.node_labels,
         };
         if geoip.node_labels && !geoip.enabled() {
-            return Err(ConfigError::Invalid(
-                "geoip.node_labels needs geoip.country_database or geoip.asn_database".into(),
+            return Err(invalid(
+                "geoip.node_labels needs geoip.country_database or geoip.asn_database",
             ));
         }
-        let file_sd = file.file_sd.unwrap_or_default();
-        if file_sd.len() > usize::from(u16::MAX) {
-            return Err(ConfigError::Invalid("too many file_sd entries".into()));
-        }
-        for (i, f) in file_sd.iter().enumerate() {
-            FileSdPoller::new(u16::try_from(i).unwrap_or(u16::MAX), f)
+        let n =
+            u16::try_from(file.file_sd.len()).map_err(|_| invalid("too many file_sd entries"))?;
+        for (i, f) in (0..n).zip(&file.file_sd) {
+            f.validate(i)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         if file
@@ -330,48 +400,36 @@ impl Settings {
             .as_ref()
             .is_some_and(|w| w.namespace.is_empty())
         {
-            return Err(ConfigError::Invalid(
-                "workload_entries.namespace must not be empty".into(),
-            ));
+            return Err(invalid("workload_entries.namespace must not be empty"));
         }
-        let max_line_bytes = file.max_line_bytes.unwrap_or(64 * 1024);
-        if max_line_bytes < 256 {
-            return Err(ConfigError::Invalid("max_line_bytes must be >= 256".into()));
+        for (name, value, min) in [
+            ("max_line_bytes", file.max_line_bytes as u64, 256),
+            ("poll_interval_ms", file.poll_interval_ms, 10),
+            (
+                "checkpoint_interval_seconds",
+                file.checkpoint_interval_seconds,
+                1,
+            ),
+            ("registry_poll_seconds", file.registry_poll_seconds, 1),
+            (
+                "default_poll_interval_seconds",
+                file.default_poll_interval_seconds,
+                1,
+            ),
+        ] {
+            if value < min {
+                return Err(ConfigError::Invalid(format!("{name} must be >= {min}")));
+            }
         }
+        if file.parse_threads == Some(0) {
+            return Err(invalid("parse_threads must be >= 1"));
+        }
+        split_listen(&file.listen).map_err(ConfigError::Invalid)?;
         Ok(Settings {
-            listen: flags
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9464))),
-            registry: flags.registry.or(file.registry),
-            file_sd,
-            workload_entries: file.workload_entries,
-            attribute_unregistered_by_node_id: file
-                .attribute_unregistered_by_node_id
-                .unwrap_or(false),
-            sources: if flags.sources.is_empty() {
-                file.sources.unwrap_or_default()
-            } else {
-                flags.sources
-            },
-            state_dir: flags.state_dir.or(file.state_dir),
-            read_from: flags.read_from.or(file.read_from).unwrap_or_default(),
+            file,
             format,
-            framing: file.framing.unwrap_or_default(),
             client,
             routes,
-            max_line_bytes,
-            poll_interval_ms: file.poll_interval_ms.unwrap_or(250).max(10),
-            rotate_wait_seconds: file.rotate_wait_seconds.unwrap_or(10),
-            checkpoint_interval_seconds: file.checkpoint_interval_seconds.unwrap_or(5).max(1),
-            registry_poll_seconds: file.registry_poll_seconds.unwrap_or(5).max(1),
-            node_removal_grace_seconds: file.node_removal_grace_seconds.unwrap_or(600),
-            parse_threads: match flags.parse_threads.or(file.parse_threads) {
-                Some(0) => return Err(ConfigError::Invalid("parse_threads must be >= 1".into())),
-                t => t,
-            },
-            limits,
-            istio,
             geoip,
         })
     }
@@ -410,8 +468,8 @@ mod tests {
             s.client,
             ClientAddressSource::XForwardedFor { trusted_hops: 1 }
         );
-        assert_eq!(s.sources, vec!["b.log".to_string()]);
-        assert_eq!(s.read_from, ReadFrom::Beginning);
+        assert_eq!(s.file.sources, vec!["b.log".to_string()]);
+        assert_eq!(s.file.read_from, ReadFrom::Beginning);
     }
 
     #[test]
@@ -426,7 +484,7 @@ mod tests {
             Some(Path::new("/x/c.mmdb"))
         );
         assert!(s.geoip.asn_database.is_none() && s.geoip.node_labels);
-        assert_eq!((s.limits.asns, s.limits.countries), (50, 300));
+        assert_eq!((s.file.limits.asns, s.file.limits.countries), (50, 300));
         let e = serde_norway::from_str::<FileConfig>("geoip: {country_db: x}\n").unwrap_err();
         assert!(e.to_string().contains("country_db"), "{e}");
         let file: FileConfig = serde_norway::from_str("geoip: {node_labels: true}\n").unwrap();
@@ -444,16 +502,17 @@ mod tests {
         )
         .unwrap();
         let s = Settings::merge(file, Overrides::default()).unwrap();
-        assert_eq!(s.file_sd.len(), 2);
-        assert_eq!(s.file_sd[1].labels.as_ref().unwrap().name, "instance");
-        assert_eq!(s.file_sd[1].labels.as_ref().unwrap().node_id, "node_id");
-        assert_eq!(s.workload_entries.as_ref().unwrap().namespace, "vps");
-        assert!(s.attribute_unregistered_by_node_id);
+        assert_eq!(s.file.file_sd.len(), 2);
+        assert_eq!(s.file.file_sd[1].labels.name, "instance");
+        assert_eq!(s.file.file_sd[1].labels.node_id, "node_id");
+        assert_eq!(s.file.workload_entries.as_ref().unwrap().namespace, "vps");
+        assert!(s.file.attribute_unregistered_by_node_id);
         let d = Settings::merge(FileConfig::default(), Overrides::default()).unwrap();
-        assert!(!d.attribute_unregistered_by_node_id, "off by default");
+        assert!(!d.file.attribute_unregistered_by_node_id, "off by default");
         for bad in [
             "file_sd: [{path: a, url: 'http://b'}]\n",
             "file_sd: [{}]\n",
+            "file_sd: [{path: a, refresh_seconds: 0}]\n",
             "file_sd: [{path: a, labels: {nmae: x}}]\n",
             "workload_entries: {namespace: ''}\n",
             "workload_entries: {namespace: vps, selector: x}\n",
@@ -470,5 +529,91 @@ mod tests {
         let file: FileConfig =
             serde_norway::from_str("istio: {source_canonical_revision: latest}\n").unwrap();
         assert!(Settings::merge(file, Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn trusted_hops_without_xff_is_an_error() {
+        let e = Settings::merge(
+            FileConfig::default(),
+            Overrides {
+                trusted_hops: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("only applies with client_ip: xff"),
+            "{e}"
+        );
+        let file = FileConfig::from_yaml(b"trusted_hops: 0\n").unwrap();
+        assert!(Settings::merge(file, Overrides::default()).is_err());
+        let file = FileConfig::from_yaml(b"client_ip: xff\n").unwrap();
+        let s = Settings::merge(file, Overrides::default()).unwrap();
+        assert_eq!(
+            s.client,
+            ClientAddressSource::XForwardedFor { trusted_hops: 0 }
+        );
+    }
+
+    #[test]
+    fn listen_accepts_host_names_and_needs_a_port() {
+        assert_eq!(split_listen("localhost:9464").unwrap(), ("localhost", 9464));
+        assert_eq!(split_listen("[::1]:80").unwrap(), ("::1", 80));
+        for bad in ["localhost", ":9464", "host:port", "1.2.3.4:70000"] {
+            let e = split_listen(bad).unwrap_err();
+            assert!(e.contains("HOST:PORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn periods_below_their_minimum_are_errors_not_clamped() {
+        for (yaml, name) in [
+            ("poll_interval_ms: 1\n", "poll_interval_ms"),
+            (
+                "checkpoint_interval_seconds: 0\n",
+                "checkpoint_interval_seconds",
+            ),
+            (
+                "default_poll_interval_seconds: 0\n",
+                "default_poll_interval_seconds",
+            ),
+        ] {
+            let f = FileConfig::from_yaml(yaml.as_bytes()).unwrap();
+            let e = Settings::merge(f, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        let f = FileConfig::from_yaml(b"\n").unwrap();
+        assert_eq!(f.listen, "0.0.0.0:9464");
+        let f = FileConfig::from_yaml(b"limits: {codes: 5}\n").unwrap();
+        assert_eq!(f.limits.codes, 5);
+        assert_eq!(f.limits.asns, Limits::default().asns);
+    }
+
+    #[test]
+    fn tail_config_default_matches_the_file_defaults() {
+        // TailConfig::default (used by source-stage tests) must not drift from the config's.
+        let a = FileConfig::default().tail_config();
+        let b = TailConfig::default();
+        assert_eq!(
+            (
+                a.read_from,
+                a.max_line_bytes,
+                a.poll_interval,
+                a.rotate_wait,
+                a.framing
+            ),
+            (
+                b.read_from,
+                b.max_line_bytes,
+                b.poll_interval,
+                b.rotate_wait,
+                b.framing
+            )
+        );
+        assert_eq!(a.checkpoint_interval, b.checkpoint_interval);
     }
 }

@@ -51,7 +51,23 @@ pub enum Error {
     /// Source/checkpoint problem at start-up.
     #[error(transparent)]
     Source(#[from] source::SourceError),
-    /// I/O (bind, write).
+    /// The listen address cannot be resolved or bound (nothing else was touched yet).
+    #[error("cannot listen on {addr}: {message}")]
+    Listen {
+        /// The configured `listen` value.
+        addr: String,
+        /// Cause (e.g. `Address already in use (os error 98)`).
+        message: String,
+    },
+    /// The state directory cannot be created or written.
+    #[error("state_dir {dir} is not writable: {source} (checkpoints would fail on every attempt; fix its permissions or mount, or drop --state-dir to run without checkpoints)")]
+    StateDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// I/O (write).
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

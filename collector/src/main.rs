@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use vpslens::cli::{Cli, Command};
 use vpslens::commands::{replay, run};
 
@@ -19,16 +19,31 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(a) => run::run(a),
         Command::Replay(a) => replay::replay(a).map(|_| ()),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "vpslens",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man { command } => {
+            vpslens::cli::render_man(command.as_deref(), &mut std::io::stdout())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vpslens: error: {e}");
-            ExitCode::from(if matches!(e, vpslens::Error::Usage(_)) {
-                2
-            } else {
-                1
-            })
+            // 2: the command line or config cannot be right; 1: everything else.
+            ExitCode::from(
+                if matches!(e, vpslens::Error::Usage(_) | vpslens::Error::Config(_)) {
+                    2
+                } else {
+                    1
+                },
+            )
         }
     }
 }

@@ -61,6 +61,10 @@ pub struct SourceStats {
     pub checkpoint_writes: AtomicU64,
     /// Checkpoint writes that failed.
     pub checkpoint_failures: AtomicU64,
+    /// 1 when the latest checkpoint write failed, 0 otherwise (also before the first write).
+    pub checkpoint_last_write_failed: AtomicU64,
+    /// Unix seconds of the latest successful checkpoint write (0 = none yet).
+    pub checkpoint_last_success_unix: AtomicU64,
     /// Files currently followed with their read lag (size − offset, bytes).
     pub lag: Mutex<Vec<(String, u64)>>,
 }
@@ -80,6 +84,24 @@ pub struct Shared {
     pub istio: crate::export::istio::IstioConfig,
     /// Set once the tailer has completed its first pass over the configured files.
     pub ready: AtomicBool,
+    /// Expected seconds between a node's polls when its registry entry has no
+    /// `poll_interval_seconds` label (config `default_poll_interval_seconds`, default 60).
+    pub default_poll_interval_seconds: AtomicU64,
+}
+
+impl SourceStats {
+    /// Records the outcome of a checkpoint write (counters and the last-write gauges).
+    pub fn record_checkpoint(&self, ok: bool) {
+        if ok {
+            add(&self.checkpoint_writes, 1);
+            self.checkpoint_last_success_unix
+                .store(crate::unix_now_seconds(), Ordering::Relaxed);
+        } else {
+            add(&self.checkpoint_failures, 1);
+        }
+        self.checkpoint_last_write_failed
+            .store(u64::from(!ok), Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -96,6 +118,7 @@ impl Shared {
             config,
             istio,
             ready: AtomicBool::new(false),
+            default_poll_interval_seconds: AtomicU64::new(60),
         })
     }
 

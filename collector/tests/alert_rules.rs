@@ -16,7 +16,7 @@ use std::process::Command;
 use serde_json::Value;
 
 /// The alerts an operator of the fleet relies on; each must exist and be unit-tested.
-const ALERTS: [&str; 13] = [
+const ALERTS: [&str; 14] = [
     "VpsNodeSilent",
     "VpsNodeNeverSeen",
     "VpsNodeErrorRateHigh",
@@ -30,6 +30,7 @@ const ALERTS: [&str; 13] = [
     "VpslensNotReading",
     "VpslensParseErrors",
     "VpslensRegistryReloadFailing",
+    "VpslensCheckpointFailing",
 ];
 
 fn repo() -> PathBuf {
@@ -146,6 +147,7 @@ fn amtool_routes_critical_alerts_to_oncall_and_the_rest_to_ops() {
         "alertname=VpslensUnregisteredTrafficSpike severity=warning",
         "alertname=VpslensParseErrors severity=warning instance=gw-a:9464",
         "alertname=VpslensRegistryReloadFailing severity=warning instance=gw-a:9464",
+        "alertname=VpslensCheckpointFailing severity=warning instance=gw-a:9464",
     ];
     for a in oncall {
         let labels: Vec<&str> = a.split(' ').collect();

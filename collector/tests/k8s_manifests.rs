@@ -65,6 +65,7 @@ fn load_configmap(file: &str) -> (Value, FileConfig, Settings) {
         .unwrap_or_else(|e| panic!("{file}: config.yaml invalid: {e}"));
 
     let registry = settings
+        .file
         .registry
         .clone()
         .expect("config.yaml sets registry");
@@ -230,8 +231,13 @@ fn every_yaml_file_parses() {
 #[test]
 fn sidecar_pieces_fit_together() {
     let (cm, cfg, settings) = load_configmap("base/configmap.yaml");
-    assert_eq!(settings.listen.port(), 9464);
-    assert_eq!(settings.sources, ["/var/log/istio/access.log"]);
+    assert_eq!(
+        vpslens::config::split_listen(&settings.file.listen)
+            .unwrap()
+            .1,
+        9464
+    );
+    assert_eq!(settings.file.sources, ["/var/log/istio/access.log"]);
     let state = cfg.state_dir.clone().expect("state_dir");
 
     // Mesh config: both installer flavours define the same provider, with Istio's default
@@ -247,7 +253,7 @@ fn sidecar_pieces_fit_together() {
     let [(name, path, labels)] = from_operator.as_slice() else {
         panic!("expected one provider: {from_operator:?}")
     };
-    assert_eq!(path, &settings.sources[0]);
+    assert_eq!(path, &settings.file.sources[0]);
     assert_eq!(
         labels,
         &sidecar_json(),
@@ -271,7 +277,7 @@ fn sidecar_pieces_fit_together() {
     assert!(find(&spec["volumes"], str_of(&shared, "volume"), "volumes")["emptyDir"].is_object());
     let state_vol = &mount(vpslens, state.to_str().unwrap(), "vpslens")["name"];
     assert!(find(&spec["volumes"], str_of(state_vol, "volume"), "volumes")["emptyDir"].is_object());
-    let registry = settings.registry.as_deref().unwrap();
+    let registry = settings.file.registry.as_deref().unwrap();
     let cfg_mount = mount(vpslens, "/etc/vpslens", "vpslens");
     assert!(
         registry.starts_with("/etc/vpslens"),
@@ -515,9 +521,14 @@ fn mesh_access_log_format_in_real_envoy_drops_the_token_and_keeps_node_id() {
 #[test]
 fn daemonset_pieces_fit_together() {
     let (cm, cfg, settings) = load_configmap("daemonset/configmap.yaml");
-    assert_eq!(settings.listen.port(), 9464);
     assert_eq!(
-        settings.sources,
+        vpslens::config::split_listen(&settings.file.listen)
+            .unwrap()
+            .1,
+        9464
+    );
+    assert_eq!(
+        settings.file.sources,
         ["/var/log/pods/istio-system_istio-ingressgateway-*/istio-proxy/*.log"]
     );
     let state = cfg.state_dir.clone().expect("state_dir");

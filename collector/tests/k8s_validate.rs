@@ -51,8 +51,6 @@ const KUSTOMIZATIONS: &[(&str, &[&str])] = &[
             "Service/vpslens",
             "ServiceMonitor/vpslens",
             "NetworkPolicy/vpslens-metrics",
-            "Role/vpslens-workloadentry-reader",
-            "RoleBinding/vpslens-workloadentry-reader",
             "Telemetry/vpslens-access-log",
             "PrometheusRule/vpslens",
         ],

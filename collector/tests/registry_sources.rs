@@ -170,10 +170,10 @@ fn file_sd_http_polls_with_if_none_match_and_keeps_last_good() {
     let h = RegistryHandle::with_sources(Some(&path), [SourceId::file_sd(0)]).unwrap();
     let cfg = FileSdConfig {
         url: Some(format!("{base}/targets.json?token=SECRET")),
-        labels: Some(LabelMap {
+        labels: LabelMap {
             name: "instance_name".into(),
             ..LabelMap::default()
-        }),
+        },
         ..FileSdConfig::default()
     };
     let mut p = FileSdPoller::new(0, &cfg).unwrap();
@@ -286,7 +286,7 @@ fn file_sd_documents_over_max_bytes_are_rejected() {
     let h = RegistryHandle::with_sources(None, [SourceId::file_sd(0)]).unwrap();
     let cfg = FileSdConfig {
         url: Some(format!("{base}/t")),
-        max_bytes: Some(64),
+        max_bytes: 64,
         ..FileSdConfig::default()
     };
     let mut p = FileSdPoller::new(0, &cfg).unwrap();
@@ -450,7 +450,7 @@ fn workload_entry_watch_against_recorded_api_responses() {
     let cfg = WorkloadEntryConfig {
         namespace: "vps".into(),
         label_selector: Some("app=xrayr".into()),
-        node_id_label: None,
+        node_id_label: "vpslens.io/node-id".into(),
     };
     rt.spawn(workload_entry::run(h.clone(), cfg, client));
     let seen = || server.state.lock().unwrap().seen.clone();

@@ -44,31 +44,24 @@ pub fn method_index(m: Option<&str>) -> u8 {
         .unwrap_or(9)
 }
 
-/// Caps for labels fed by input.
+/// Caps for labels fed by input (`limits:` in the config file; also stored in checkpoints).
+/// Missing keys take the [`Default`] values, which are the one source of these defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Distinct `code` values.
+    /// Distinct HTTP status `code` values (count). Default 64.
     pub codes: usize,
-    /// Distinct `response_flags` values.
+    /// Distinct `response_flags` values (count). Default 32.
     pub response_flags: usize,
-    /// Distinct upstream clusters (destinations).
+    /// Distinct upstream clusters, i.e. destinations (count). Default 16.
     pub destinations: usize,
-    /// Unregistered addresses tracked for `/api/unregistered` (space-saving summary).
+    /// Unregistered addresses tracked for `/api/unregistered` (space-saving summary, count).
+    /// Default 1000.
     pub unregistered_top: usize,
-    /// Distinct GeoIP `country` values (including `unknown`).
-    #[serde(default = "default_countries")]
+    /// Distinct GeoIP `country` values, `unknown` included (count). Default 300.
     pub countries: usize,
-    /// Distinct GeoIP `asn` values (including `unknown`).
-    #[serde(default = "default_asns")]
+    /// Distinct GeoIP `asn` values, `unknown` included (count). Default 200.
     pub asns: usize,
-}
-
-fn default_countries() -> usize {
-    300
-}
-
-fn default_asns() -> usize {
-    200
 }
 
 impl Default for Limits {
@@ -78,8 +71,8 @@ impl Default for Limits {
             response_flags: 32,
             destinations: 16,
             unregistered_top: 1000,
-            countries: default_countries(),
-            asns: default_asns(),
+            countries: 300,
+            asns: 200,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! `vpslens run` and `vpslens replay`.
+//! `vpslens run`, `vpslens replay` and the helper subcommands (`completions`, `man`).
 
+pub mod preflight;
 pub mod replay;
 pub mod run;
 
@@ -10,7 +11,6 @@ use crate::config::{FileConfig, Overrides, Settings};
 use crate::pipeline::{PipelineConfig, Shared};
 use crate::resolve::geo::Geo;
 use crate::resolve::reload::RegistryHandle;
-use crate::source::TailConfig;
 use crate::Error;
 
 /// Loads the config file (if any) and merges flags.
@@ -33,33 +33,22 @@ pub(crate) fn shared(
     default_threads: usize,
 ) -> Result<Arc<Shared>, Error> {
     let geo = Geo::open(&s.geoip)?;
-    Ok(Shared::new(
+    let shared = Shared::new(
         PipelineConfig {
             format: s.format,
             client: s.client,
             routes: s.routes.clone(),
-            limits: s.limits,
-            parse_threads: s.parse_threads.unwrap_or(default_threads).max(1),
+            limits: s.file.limits,
+            parse_threads: s.file.parse_threads.unwrap_or(default_threads).max(1),
             geo,
-            attribute_unregistered_by_node_id: s.attribute_unregistered_by_node_id,
+            attribute_unregistered_by_node_id: s.file.attribute_unregistered_by_node_id,
         },
-        s.istio.clone(),
+        s.file.istio.clone(),
         registry,
-    ))
-}
-
-/// Tailer settings from merged settings.
-pub(crate) fn tail_config(s: &Settings) -> TailConfig {
-    TailConfig {
-        patterns: s.sources.clone(),
-        read_from: s.read_from,
-        max_line_bytes: s.max_line_bytes,
-        poll_interval: std::time::Duration::from_millis(s.poll_interval_ms),
-        rotate_wait: std::time::Duration::from_secs(s.rotate_wait_seconds),
-        framing: s.framing,
-        state_dir: s.state_dir.clone(),
-        checkpoint_interval: std::time::Duration::from_secs(s.checkpoint_interval_seconds),
-        read_chunk_bytes: 256 * 1024,
-        eof_ends_line: false,
-    }
+    );
+    shared.default_poll_interval_seconds.store(
+        s.file.default_poll_interval_seconds,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    Ok(shared)
 }

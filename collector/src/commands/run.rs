@@ -9,7 +9,11 @@ use crate::pipeline::{LineProcessor, Shared};
 use crate::resolve::reload::{spawn_watcher, RegistryHandle};
 use crate::resolve::sources::file_sd::FileSdPoller;
 use crate::resolve::sources::{workload_entry, SourceId};
-use crate::source::{TailHandle, Tailer};
+use crate::source::checkpoint::CheckpointError;
+use crate::source::{SourceError, TailHandle, Tailer};
+use vpslens_parsers::client::ClientAddressSource;
+
+use super::preflight;
 use crate::Error;
 
 /// How long `run` waits for every registry source's first attempt (success or failure) before
@@ -19,38 +23,47 @@ pub const INITIAL_SYNC: Duration = Duration::from_secs(15);
 
 /// Runs the daemon until SIGTERM/SIGINT.
 ///
+/// Order: config, then bind `listen` (so a port in use fails before any state is touched),
+/// then the state dir, the checkpoint, the registry and the logs.
+///
 /// # Errors
-/// Config, registry, checkpoint or bind errors at start-up.
+/// Config, bind, state-dir, registry or checkpoint errors at start-up.
 pub fn run(args: &RunArgs) -> Result<(), Error> {
     let mut flags = args.common.overrides();
-    flags.listen = args.listen;
+    flags.listen.clone_from(&args.listen);
     flags.state_dir.clone_from(&args.state_dir);
     flags.read_from = args.read_from;
     flags.sources.clone_from(&args.paths);
     let s = super::settings(args.common.config.as_deref(), flags)?;
-    if s.registry.is_none() && s.file_sd.is_empty() && s.workload_entries.is_none() {
+    let f = &s.file;
+    if f.registry.is_none() && f.file_sd.is_empty() && f.workload_entries.is_none() {
         return Err(Error::Usage(
             "run needs --registry FILE (or `registry:`, `file_sd:` or `workload_entries:` in the config)"
                 .into(),
         ));
     }
-    if s.sources.is_empty() {
+    if f.sources.is_empty() {
         return Err(Error::Usage(
             "run needs at least one log path or glob".into(),
         ));
     }
+    let (listener, bound) = preflight::bind(&f.listen)?;
+    if let Some(dir) = &f.state_dir {
+        preflight::check_state_dir(dir)?;
+    }
+    preflight::start_position_warnings(&f.sources, f.read_from, f.state_dir.as_deref());
     let mut pollers = Vec::new();
-    for (i, f) in s.file_sd.iter().enumerate() {
-        pollers.push(FileSdPoller::new(u16::try_from(i).unwrap_or(u16::MAX), f)?);
+    for (i, c) in f.file_sd.iter().enumerate() {
+        pollers.push(FileSdPoller::new(u16::try_from(i).unwrap_or(u16::MAX), c)?);
     }
     let mut others: Vec<SourceId> = pollers.iter().map(FileSdPoller::id).collect();
-    if s.workload_entries.is_some() {
+    if f.workload_entries.is_some() {
         others.push(SourceId::WORKLOAD_ENTRY);
     }
-    let registry = RegistryHandle::with_sources(s.registry.as_deref(), others)?;
+    let registry = RegistryHandle::with_sources(f.registry.as_deref(), others)?;
     spawn_watcher(
         registry.clone(),
-        Duration::from_secs(s.registry_poll_seconds),
+        Duration::from_secs(f.registry_poll_seconds),
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -59,7 +72,7 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
     for p in pollers {
         rt.spawn(p.run(registry.clone()));
     }
-    if let Some(we) = s.workload_entries.clone() {
+    if let Some(we) = f.workload_entries.clone() {
         rt.spawn(workload_entry::run_in_cluster(registry.clone(), we));
     }
     if !registry.wait_first_attempts(INITIAL_SYNC) {
@@ -69,13 +82,27 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
         );
     }
     let shared = super::shared(&s, registry, 1)?;
-    let tailer = Tailer::new(super::tail_config(&s), LineProcessor::new(shared.clone()))?;
+    let tailer = match Tailer::new(f.tail_config(), LineProcessor::new(shared.clone())) {
+        Err(SourceError::Checkpoint(e @ CheckpointError::Corrupt { .. })) => {
+            let dir = f.state_dir.as_deref().unwrap_or(std::path::Path::new("."));
+            if !args.discard_corrupt_checkpoint {
+                return Err(Error::Usage(preflight::corrupt_checkpoint_hint(&e)));
+            }
+            preflight::discard_checkpoint(dir)?;
+            Tailer::new(f.tail_config(), LineProcessor::new(shared.clone()))?
+        }
+        other => other?,
+    };
     let tail = TailHandle::spawn(tailer)?;
-    let grace = s.node_removal_grace_seconds;
+    let grace = f.node_removal_grace_seconds;
+    let hops = match s.client {
+        ClientAddressSource::XForwardedFor { trusted_hops } => Some(trusted_hops),
+        ClientAddressSource::DownstreamRemote => None,
+    };
     let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(s.listen).await?;
-        tracing::info!(listen = %s.listen, sources = ?s.sources, "vpslens running");
-        tokio::spawn(sweep_loop(shared.clone(), grace));
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tracing::info!(sources = ?f.sources, "vpslens running: listening on {bound} (listen: {})", f.listen);
+        tokio::spawn(sweep_loop(shared.clone(), grace, hops));
         axum::serve(listener, http::router(shared.clone()))
             .with_graceful_shutdown(shutdown_signal())
             .await
@@ -86,10 +113,20 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
 }
 
 /// Periodically forgets series of nodes removed from the registry longer than `grace` ago.
-async fn sweep_loop(shared: Arc<Shared>, grace: u64) {
+/// Also warns once when `client_ip: xff` leaves most lines without a client (`hops`).
+async fn sweep_loop(shared: Arc<Shared>, grace: u64, hops: Option<u8>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut xff_pending = hops.is_some();
     loop {
         tick.tick().await;
+        if let (true, Some(h)) = (xff_pending, hops) {
+            let lines = shared.lock().lines;
+            let (ok, no_client) = (lines[0], lines[2]);
+            if ok + no_client >= 20 {
+                xff_pending = false;
+                preflight::xff_warning(h, ok, no_client);
+            }
+        }
         let dropped = shared.sweep_removed(crate::unix_now_seconds(), grace);
         if dropped > 0 {
             tracing::info!(dropped, "removed series of nodes no longer in the registry");

@@ -53,8 +53,19 @@ async fn istio_handler(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     }
 }
 
+/// `/readyz`: 200 once the first pass over the files completed. A failing checkpoint write is
+/// reported in the body (`checkpoint: failing`) but keeps 200: vpslens's readiness gates the
+/// gateway pod's, and a full state volume must not take the gateway out of service (the
+/// metric `vpslens_checkpoint_last_write_successful` and `VpslensCheckpointFailing` alert).
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
     if s.ready.load(Ordering::Acquire) {
+        if s.sources
+            .checkpoint_last_write_failed
+            .load(Ordering::Relaxed)
+            > 0
+        {
+            return (StatusCode::OK, "ready\ncheckpoint: failing\n").into_response();
+        }
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()

@@ -7,6 +7,9 @@
 //! - `vpslens_node_request_duration_seconds{node}` — histogram of Envoy `%DURATION%`, Envoy's
 //!   default buckets converted to seconds.
 //! - `vpslens_node_last_seen_timestamp_seconds{node}` — gauge, latest `%START_TIME%`.
+//! - `vpslens_node_poll_interval_seconds{node}` — gauge per registered node: its expected
+//!   seconds between polls (registry label `poll_interval_seconds`, else the config's
+//!   `default_poll_interval_seconds`, default 60); alerts measure silence in multiples of it.
 //! - `vpslens_node_info{node,node_id,<registry labels>[,country,asn]}` — 1 per registered node;
 //!   `country`/`asn` with `geoip.node_labels` (lookup of the node's first address).
 //! - `vpslens_node_identity_mismatch_total{node}` — requests whose `node_id` contradicts the
@@ -55,6 +58,8 @@ pub const NODE_IDENTITY_MISMATCH: &str = "vpslens_node_identity_mismatch_total";
 pub const NODE_ID_FALLBACK: &str = "vpslens_node_id_fallback_total";
 /// `vpslens_unregistered_requests_total`.
 pub const UNREGISTERED_REQUESTS: &str = "vpslens_unregistered_requests_total";
+/// `vpslens_node_poll_interval_seconds`.
+pub const NODE_POLL_INTERVAL: &str = "vpslens_node_poll_interval_seconds";
 /// `vpslens_lines_total`.
 pub const LINES: &str = "vpslens_lines_total";
 /// `vpslens_parse_errors_total`.
@@ -220,8 +225,26 @@ pub fn render(shared: &Shared, dialect: Dialect) -> String {
         &counters,
         shared.config.geo.as_deref(),
     );
+    render_poll_intervals(
+        &mut w,
+        &registry,
+        shared.default_poll_interval_seconds.load(Ordering::Relaxed),
+    );
     render_self(&mut w, shared, &registry, &counters);
     w.finish()
+}
+
+/// `vpslens_node_poll_interval_seconds{node}`: one sample per registered node.
+fn render_poll_intervals(w: &mut Writer, registry: &Registry, default_seconds: u64) {
+    w.family(
+        NODE_POLL_INTERVAL,
+        "Expected seconds between the node's polls of the panel (registry label poll_interval_seconds, else default_poll_interval_seconds); alerts measure silence in multiples of it.",
+        Kind::Gauge,
+    );
+    for n in registry.nodes() {
+        let secs = n.poll_interval_seconds().unwrap_or(default_seconds);
+        w.sample_u64(NODE_POLL_INTERVAL, &[("node", &n.name)], secs);
+    }
 }
 
 /// Renders the `/metrics/istio` body: Istio's standard families (and `kiali_ext_requests_total`
@@ -564,6 +587,38 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
         for (path, v) in lag.iter() {
             w.sample_u64(name, &[("path", path)], *v);
         }
+    }
+    let name = "vpslens_source_files_followed";
+    w.family(
+        name,
+        "Access-log files currently followed; 0 while no configured path or glob matches a file.",
+        Kind::Gauge,
+    );
+    let followed = s.lag.lock().map_or(0, |l| l.len());
+    w.sample_u64(name, &[], u64::try_from(followed).unwrap_or(u64::MAX));
+    let name = "vpslens_checkpoint_last_write_successful";
+    w.family(
+        name,
+        "1 unless the latest checkpoint write failed (state_dir unwritable or full); 1 before the first write and without state_dir.",
+        Kind::Gauge,
+    );
+    w.sample_u64(
+        name,
+        &[],
+        1 - s
+            .checkpoint_last_write_failed
+            .load(Ordering::Relaxed)
+            .min(1),
+    );
+    let last = s.checkpoint_last_success_unix.load(Ordering::Relaxed);
+    if last > 0 {
+        let name = "vpslens_checkpoint_last_write_timestamp_seconds";
+        w.family(
+            name,
+            "Unix time (seconds) of the latest successful checkpoint write.",
+            Kind::Gauge,
+        );
+        w.sample_u64(name, &[], last);
     }
     let name = "vpslens_ready";
     w.family(

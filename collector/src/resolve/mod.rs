@@ -96,7 +96,19 @@ pub struct Node {
     pub addresses: Vec<IpNet>,
 }
 
+/// Registry label holding a node's expected poll interval in whole seconds (≥ 1).
+pub const POLL_INTERVAL_LABEL: &str = "poll_interval_seconds";
+
 impl Node {
+    /// The node's expected seconds between polls (registry label `poll_interval_seconds`),
+    /// `None` when the label is absent (then the config default applies).
+    pub fn poll_interval_seconds(&self) -> Option<u64> {
+        self.labels
+            .get(POLL_INTERVAL_LABEL)
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v >= 1)
+    }
+
     /// The node's `app` label, or `default`.
     pub fn app<'a>(&'a self, default: &'a str) -> &'a str {
         self.labels.get("app").map_or(default, String::as_str)
@@ -182,6 +194,11 @@ impl Registry {
                         "label key `{k}` is not a usable Prometheus label name"
                     )));
                 }
+                if k == POLL_INTERVAL_LABEL && !v.parse::<u64>().is_ok_and(|s| s >= 1) {
+                    return Err(err(format!(
+                        "label `{POLL_INTERVAL_LABEL}` must be a whole number of seconds >= 1, not `{v}`"
+                    )));
+                }
                 if v.len() > MAX_NODE_NAME {
                     return Err(err(format!(
                         "label `{k}` value longer than {MAX_NODE_NAME}"
@@ -192,7 +209,7 @@ impl Registry {
                 NodeIndex::try_from(reg.nodes.len()).map_err(|_| err("too many nodes".into()))?;
             let mut owned = Vec::new();
             for a in &spec.addresses {
-                let net = parse_net(a).ok_or_else(|| err(format!("`{a}` is not an IP or CIDR")))?;
+                let net = parse_net(a).map_err(err)?;
                 match claims.get(&net) {
                     Some(&other) => {
                         let winner = reg.nodes[other as usize].name.clone();
@@ -306,14 +323,45 @@ fn table_for<K>(
     &mut tables[pos].1
 }
 
-/// `a.b.c.d`, `v6`, or a CIDR; host bits of a CIDR are cleared.
-fn parse_net(s: &str) -> Option<IpNet> {
+/// `a.b.c.d`, `v6`, or a CIDR prefix.
+///
+/// # Errors
+/// A message for text that is no IP or CIDR; for a CIDR with host bits set (`203.0.113.1/24`:
+/// like `ip route`, which rejects it, the operator probably meant one address or the network
+/// and vpslens does not guess); for a prefix shorter than /8 (IPv4) or /16 (IPv6), which would
+/// attribute a large part of the Internet (`0.0.0.0/0`, `::/0`) to one node.
+fn parse_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(IpNet::from(ip.to_canonical()));
+        return Ok(IpNet::from(ip.to_canonical()));
     }
-    s.parse::<IpNet>().ok().map(|n| n.trunc())
+    let net = s
+        .parse::<IpNet>()
+        .map_err(|_| format!("`{s}` is not an IP or CIDR"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "`{s}` has host bits set: write the address `{}` or the network `{}`",
+            net.addr(),
+            net.trunc()
+        ));
+    }
+    let min = match net {
+        IpNet::V4(_) => MIN_PREFIX_V4,
+        IpNet::V6(_) => MIN_PREFIX_V6,
+    };
+    if net.prefix_len() < min {
+        return Err(format!(
+            "`{s}` is shorter than /{min}: it would attribute a large part of the Internet to \
+             this node (a catch-all belongs nowhere in the registry)"
+        ));
+    }
+    Ok(net)
 }
+
+/// Shortest IPv4 prefix a registry address may have.
+pub const MIN_PREFIX_V4: u8 = 8;
+/// Shortest IPv6 prefix a registry address may have.
+pub const MIN_PREFIX_V6: u8 = 16;
 
 /// Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn is_label_name(s: &str) -> bool {
@@ -406,5 +454,25 @@ mod tests {
         assert!(r.node_by_id(1).is_some());
         assert_eq!(r.node_by_id(2), None, "ambiguous id");
         assert_eq!(r.node_by_id(3), None);
+    }
+
+    #[test]
+    fn registry_cidr_with_host_bits_or_catch_all_is_an_error_naming_the_node() {
+        let e = Registry::build(vec![spec("jp-01", &["203.0.113.1/24"])]).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("registry node `jp-01`"), "{m}");
+        assert!(m.contains("host bits set"), "{m}");
+        assert!(m.contains("203.0.113.0/24"), "{m}");
+        for catch_all in ["0.0.0.0/0", "::/0", "10.0.0.0/7"] {
+            let m = Registry::build(vec![spec("x", &[catch_all])])
+                .unwrap_err()
+                .to_string();
+            assert!(m.contains("shorter than"), "{catch_all}: {m}");
+        }
+        Registry::build(vec![spec(
+            "ok",
+            &["203.0.113.0/24", "2001:db8::/32", "10.0.0.0/8"],
+        )])
+        .unwrap();
     }
 }

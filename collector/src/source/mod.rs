@@ -45,6 +45,7 @@ const MAX_RETIRED: usize = 256;
 /// Where to start a file that has no checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[derive(serde::Serialize)]
 pub enum ReadFrom {
     /// From offset 0.
     Beginning,
@@ -56,6 +57,7 @@ pub enum ReadFrom {
 /// How lines are framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[derive(serde::Serialize)]
 pub enum FramingMode {
     /// Detect per file from its first line (CRI, docker json-file, or raw).
     #[default]
@@ -250,9 +252,9 @@ impl Tailer {
             aggregator,
         };
         match checkpoint::store(&dir, &cp) {
-            Ok(()) => crate::pipeline::add(&shared.sources.checkpoint_writes, 1),
+            Ok(()) => shared.sources.record_checkpoint(true),
             Err(e) => {
-                crate::pipeline::add(&shared.sources.checkpoint_failures, 1);
+                shared.sources.record_checkpoint(false);
                 tracing::error!(error = %e, "checkpoint write failed");
             }
         }

@@ -44,8 +44,8 @@ pub const DEFAULT_TIMEOUT_SECONDS: u64 = 10;
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
 /// One `file_sd:` entry. Exactly one of `path` and `url`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct FileSdConfig {
     /// Local `file_sd` JSON file. No default.
     pub path: Option<PathBuf>,
@@ -53,19 +53,65 @@ pub struct FileSdConfig {
     /// the first response with an `ETag`). Its query string is never logged. No default.
     pub url: Option<String>,
     /// Seconds between polls (file re-read or HTTP request). Default 30, minimum 1.
-    pub refresh_seconds: Option<u64>,
+    pub refresh_seconds: u64,
     /// HTTP request timeout in seconds (connect to end of body). Default 10.
-    pub timeout_seconds: Option<u64>,
+    pub timeout_seconds: u64,
     /// Largest accepted document in bytes; larger ones are a failed poll. Default 67108864
     /// (64 MiB).
-    pub max_bytes: Option<u64>,
+    pub max_bytes: u64,
     /// Which `file_sd` label feeds which node field. Default: the same names.
-    pub labels: Option<LabelMap>,
+    pub labels: LabelMap,
+}
+
+impl Default for FileSdConfig {
+    /// The serde defaults of a `file_sd:` entry (the one source of them).
+    fn default() -> Self {
+        FileSdConfig {
+            path: None,
+            url: None,
+            refresh_seconds: DEFAULT_REFRESH_SECONDS,
+            timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+            max_bytes: DEFAULT_MAX_BYTES,
+            labels: LabelMap::default(),
+        }
+    }
+}
+
+impl FileSdConfig {
+    /// Checks the entry without building anything (config validation); returns the parsed URL
+    /// for a `url:` entry.
+    ///
+    /// # Errors
+    /// [`FileSdError::Config`] when not exactly one of `path`/`url` is set, the URL does not
+    /// parse or is not http(s).
+    pub fn validate(&self, index: u16) -> Result<Option<reqwest::Url>, FileSdError> {
+        let config = |message: &str| FileSdError::Config {
+            index,
+            message: message.to_owned(),
+        };
+        if self.refresh_seconds == 0 {
+            return Err(config("refresh_seconds must be >= 1"));
+        }
+        if self.timeout_seconds == 0 {
+            return Err(config("timeout_seconds must be >= 1"));
+        }
+        match (&self.path, &self.url) {
+            (Some(_), None) => Ok(None),
+            (None, Some(u)) => {
+                let url = reqwest::Url::parse(u).map_err(|_| config("url does not parse"))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(config("url must be http:// or https://"));
+                }
+                Ok(Some(url))
+            }
+            _ => Err(config("set exactly one of `path` and `url`")),
+        }
+    }
 }
 
 /// `file_sd` label → node field (`labels:` of a `file_sd:` entry). Each value is the name of
 /// a `file_sd` label; defaults are the field names themselves.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LabelMap {
     /// Label holding the node name (the `node` metric label). Default `name`.
@@ -252,7 +298,7 @@ pub fn target_address(t: &str) -> Option<String> {
     } else {
         t
     };
-    parse_net(host).map(|n| {
+    parse_net(host).ok().map(|n| {
         if n.prefix_len() == n.max_prefix_len() {
             n.addr().to_string()
         } else {
@@ -329,18 +375,10 @@ impl FileSdPoller {
     /// [`FileSdError::Config`] when not exactly one of `path`/`url` is set, the URL does not
     /// parse or is not http(s); [`FileSdError::Http`] if the HTTP client cannot be built.
     pub fn new(index: u16, cfg: &FileSdConfig) -> Result<FileSdPoller, FileSdError> {
-        let config = |message: &str| FileSdError::Config {
-            index,
-            message: message.to_owned(),
-        };
-        let timeout = Duration::from_secs(cfg.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS));
-        let (origin, label) = match (&cfg.path, &cfg.url) {
+        let timeout = Duration::from_secs(cfg.timeout_seconds);
+        let (origin, label) = match (&cfg.path, cfg.validate(index)?) {
             (Some(p), None) => (Origin::File(p.clone()), p.display().to_string()),
-            (None, Some(u)) => {
-                let url = reqwest::Url::parse(u).map_err(|_| config("url does not parse"))?;
-                if !matches!(url.scheme(), "http" | "https") {
-                    return Err(config("url must be http:// or https://"));
-                }
+            (_, Some(url)) => {
                 let label = redact_url(&url);
                 let client = reqwest::Client::builder()
                     .timeout(timeout)
@@ -353,19 +391,20 @@ impl FileSdPoller {
                     })?;
                 (Origin::Http { url, client }, label)
             }
-            _ => return Err(config("set exactly one of `path` and `url`")),
+            (None, None) => {
+                return Err(FileSdError::Config {
+                    index,
+                    message: "set exactly one of `path` and `url`".into(),
+                })
+            }
         };
         Ok(FileSdPoller {
             id: SourceId::file_sd(index),
             origin,
             label,
-            map: cfg.labels.clone().unwrap_or_default(),
-            refresh: Duration::from_secs(
-                cfg.refresh_seconds
-                    .unwrap_or(DEFAULT_REFRESH_SECONDS)
-                    .max(1),
-            ),
-            max_bytes: cfg.max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
+            map: cfg.labels.clone(),
+            refresh: Duration::from_secs(cfg.refresh_seconds),
+            max_bytes: cfg.max_bytes,
             etag: None,
             hash: None,
         })

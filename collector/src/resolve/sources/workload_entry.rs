@@ -36,7 +36,7 @@ pub const DEFAULT_NODE_ID_LABEL: &str = "vpslens.io/node-id";
 pub const WATCH_TIMEOUT_SECONDS: u32 = 290;
 
 /// The `workload_entries:` section.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadEntryConfig {
     /// Namespace of the WorkloadEntries (e.g. `vps`). Required.
@@ -45,7 +45,13 @@ pub struct WorkloadEntryConfig {
     /// namespace.
     pub label_selector: Option<String>,
     /// `spec.labels` key holding the Xboard node id (decimal). Default `vpslens.io/node-id`.
-    pub node_id_label: Option<String>,
+    #[serde(default = "default_node_id_label")]
+    pub node_id_label: String,
+}
+
+/// Serde default of [`WorkloadEntryConfig::node_id_label`].
+fn default_node_id_label() -> String {
+    DEFAULT_NODE_ID_LABEL.to_owned()
 }
 
 /// The API resource: group `networking.istio.io`, version `v1`, kind `WorkloadEntry`.
@@ -191,9 +197,8 @@ impl WatchState {
         if spec.address.is_empty() {
             return Err("spec.address is empty".into());
         }
-        let Some(net) = parse_net(&spec.address) else {
-            return Err("spec.address is not an IP address (host names are not resolved)".into());
-        };
+        let net = parse_net(&spec.address)
+            .map_err(|e| format!("spec.address: {e} (host names are not resolved)"))?;
         let mut labels = spec.labels;
         let node_id = labels
             .remove(&self.node_id_label)
@@ -236,11 +241,7 @@ pub async fn run(handle: Arc<RegistryHandle>, cfg: WorkloadEntryConfig, client: 
         lp = lp.labels(sel);
         wp = wp.labels(sel);
     }
-    let mut state = WatchState::new(
-        cfg.node_id_label
-            .as_deref()
-            .unwrap_or(DEFAULT_NODE_ID_LABEL),
-    );
+    let mut state = WatchState::new(&cfg.node_id_label);
     let mut backoff = Backoff::default();
     loop {
         match api.list(&lp).await {
