@@ -10,6 +10,9 @@
 //! workload_entries: {namespace: vps, label_selector: app=xrayr}
 //! sources: [/var/log/istio/access.log]
 //! state_dir: /var/lib/vpslens
+//! web:
+//!   config_file: /etc/vpslens/web.yml   # exporter-toolkit format: TLS, basic auth
+//!   api: {listen_address: 127.0.0.1:9465}
 //! ```
 //! Every field is optional; unknown keys are errors.
 
@@ -24,6 +27,7 @@ use vpslens_parsers::LogFormat;
 
 use crate::aggregate::Limits;
 use crate::export::istio::IstioConfig;
+use crate::export::server::HttpConfig;
 use crate::resolve::geo::GeoSettings;
 use crate::resolve::sources::file_sd::{FileSdConfig, FileSdPoller};
 use crate::resolve::sources::workload_entry::WorkloadEntryConfig;
@@ -110,6 +114,9 @@ pub struct FileConfig {
     pub istio: Option<IstioConfig>,
     /// GeoIP/ASN enrichment. Default: off (no `country`/`asn` labels).
     pub geoip: Option<GeoIpConfig>,
+    /// HTTP serving: web config file (TLS, basic auth), timeouts, connection cap, `/api/*`.
+    #[serde(default)]
+    pub web: HttpConfig,
 }
 
 /// GeoIP/ASN enrichment (`geoip:`). Either database may be absent; a configured database that
@@ -234,6 +241,8 @@ pub struct Settings {
     pub istio: IstioConfig,
     /// GeoIP databases (opened by the commands).
     pub geoip: GeoSettings,
+    /// See [`FileConfig::web`], with the `--web.*` flags applied.
+    pub web: HttpConfig,
 }
 
 /// Flags that override the file (all optional).
@@ -259,6 +268,14 @@ pub struct Overrides {
     pub istio_mode: Option<crate::export::istio::EdgeMode>,
     /// `--parse-threads`.
     pub parse_threads: Option<usize>,
+    /// `--web.config.file`.
+    pub web_config_file: Option<PathBuf>,
+    /// `--web.api-listen-address`.
+    pub api_listen: Option<SocketAddr>,
+    /// `--web.disable-api`.
+    pub disable_api: bool,
+    /// `--web.max-connections`.
+    pub max_connections: Option<usize>,
 }
 
 impl Settings {
@@ -334,6 +351,28 @@ impl Settings {
                 "workload_entries.namespace must not be empty".into(),
             ));
         }
+        let mut web = file.web;
+        if flags.web_config_file.is_some() {
+            web.config_file = flags.web_config_file;
+        }
+        if flags.api_listen.is_some() {
+            web.api.listen_address = flags.api_listen;
+        }
+        if flags.disable_api {
+            web.api.enabled = false;
+        }
+        if let Some(n) = flags.max_connections {
+            web.max_connections = n;
+        }
+        if web.header_read_timeout_seconds == 0
+            || web.request_timeout_seconds == 0
+            || web.idle_timeout_seconds == 0
+            || web.max_connections == 0
+        {
+            return Err(ConfigError::Invalid(
+                "web timeouts and web.max_connections must be at least 1".into(),
+            ));
+        }
         let max_line_bytes = file.max_line_bytes.unwrap_or(64 * 1024);
         if max_line_bytes < 256 {
             return Err(ConfigError::Invalid("max_line_bytes must be >= 256".into()));
@@ -373,6 +412,7 @@ impl Settings {
             limits,
             istio,
             geoip,
+            web,
         })
     }
 }

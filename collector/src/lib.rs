@@ -45,6 +45,9 @@ pub enum Error {
     /// Source/checkpoint problem at start-up.
     #[error(transparent)]
     Source(#[from] source::SourceError),
+    /// HTTP server set-up (web config, bind).
+    #[error(transparent)]
+    Server(#[from] export::server::ServerError),
     /// I/O (bind, write).
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use crate::cli::RunArgs;
 use crate::export::http;
+use crate::export::server::web_config::WebConfigHandle;
+use crate::export::server::{self, Role, ServeOptions, ServerError};
 use crate::pipeline::{LineProcessor, Shared};
 use crate::resolve::reload::{spawn_watcher, RegistryHandle};
 use crate::resolve::sources::file_sd::FileSdPoller;
@@ -24,6 +26,10 @@ pub const INITIAL_SYNC: Duration = Duration::from_secs(15);
 pub fn run(args: &RunArgs) -> Result<(), Error> {
     let mut flags = args.common.overrides();
     flags.listen = args.listen;
+    flags.web_config_file.clone_from(&args.web_config_file);
+    flags.api_listen = args.api_listen;
+    flags.disable_api = args.disable_api;
+    flags.max_connections = args.max_connections;
     flags.state_dir.clone_from(&args.state_dir);
     flags.read_from = args.read_from;
     flags.sources.clone_from(&args.paths);
@@ -39,6 +45,13 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
             "run needs at least one log path or glob".into(),
         ));
     }
+    // The web config is checked before anything starts, like exporter-toolkit's.
+    let web = match &s.web.config_file {
+        Some(p) => Some(Arc::new(
+            WebConfigHandle::load(p).map_err(ServerError::from)?,
+        )),
+        None => None,
+    };
     let mut pollers = Vec::new();
     for (i, f) in s.file_sd.iter().enumerate() {
         pollers.push(FileSdPoller::new(u16::try_from(i).unwrap_or(u16::MAX), f)?);
@@ -73,12 +86,33 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
     let tail = TailHandle::spawn(tailer)?;
     let grace = s.node_removal_grace_seconds;
     let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(s.listen).await?;
+        let api = &s.web.api;
+        let mut listeners = vec![
+            server::bind(
+                s.listen,
+                if api.enabled && api.listen_address.is_none() {
+                    Role::All
+                } else {
+                    Role::NoApi
+                },
+            )
+            .await?,
+        ];
+        if let (true, Some(addr)) = (api.enabled, api.listen_address) {
+            listeners.push(server::bind(addr, Role::ApiOnly).await?);
+        }
         tracing::info!(listen = %s.listen, sources = ?s.sources, "vpslens running");
         tokio::spawn(sweep_loop(shared.clone(), grace));
-        axum::serve(listener, http::router(shared.clone()))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        server::serve(
+            listeners,
+            http::router(shared.clone()),
+            ServeOptions {
+                http: s.web.clone(),
+                web,
+            },
+            shutdown_signal(),
+        )
+        .await
     });
     tracing::info!("shutting down: final drain and checkpoint");
     tail.shutdown();
