@@ -90,7 +90,7 @@ pub struct RunArgs {
     /// Do not serve `/api/*` at all.
     #[arg(long = "web.disable-api")]
     pub disable_api: bool,
-    /// Most open HTTP connections (lowered to fit RLIMIT_NOFILE); default 512.
+    /// Most open HTTP connections (lowered to fit RLIMIT_NOFILE); default 2048.
     #[arg(long = "web.max-connections", value_name = "N")]
     pub max_connections: Option<usize>,
     /// Directory for checkpoints (offsets + counters).

@@ -87,19 +87,16 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
     let grace = s.node_removal_grace_seconds;
     let result = rt.block_on(async {
         let api = &s.web.api;
-        let mut listeners = vec![
-            server::bind(
-                s.listen,
-                if api.enabled && api.listen_address.is_none() {
-                    Role::All
-                } else {
-                    Role::NoApi
-                },
-            )
-            .await?,
-        ];
+        let mut listeners = vec![server::bind(
+            s.listen,
+            if api.enabled && api.listen_address.is_none() {
+                Role::All
+            } else {
+                Role::NoApi
+            },
+        )?];
         if let (true, Some(addr)) = (api.enabled, api.listen_address) {
-            listeners.push(server::bind(addr, Role::ApiOnly).await?);
+            listeners.push(server::bind(addr, Role::ApiOnly)?);
         }
         tracing::info!(listen = %s.listen, sources = ?s.sources, "vpslens running");
         tokio::spawn(sweep_loop(shared.clone(), grace));

@@ -116,6 +116,14 @@ impl Tracker {
         self.len() == 0
     }
 
+    /// Open connections not yet told to close.
+    pub fn open_not_closing(&self) -> usize {
+        self.map()
+            .values()
+            .filter(|c| !c.closing.load(Ordering::Acquire))
+            .count()
+    }
+
     /// Open and busy connections.
     pub fn counts(&self) -> Counts {
         let m = self.map();

@@ -61,7 +61,10 @@ pub struct HttpConfig {
     /// than a 1-minute scrape interval, so Prometheus reuses its connection).
     pub idle_timeout_seconds: u64,
     /// Most open HTTP connections (all listeners together); further ones shed the oldest idle
-    /// connection. Lowered to `RLIMIT_NOFILE - fd_reserve` when that is smaller. Default 512.
+    /// connection. Lowered to `RLIMIT_NOFILE - fd_reserve` when that is smaller. Default 2048:
+    /// above a thousand slow clients, which then cost only their header timeout instead of
+    /// a churn of shedding and reconnecting that a scrape waits behind (an idle connection
+    /// costs ~10 KiB).
     pub max_connections: usize,
     /// File descriptors kept out of the HTTP server's reach for log files, checkpoints, registry
     /// sources and the runtime. Default 128.
@@ -77,7 +80,7 @@ impl Default for HttpConfig {
             header_read_timeout_seconds: 10,
             request_timeout_seconds: 60,
             idle_timeout_seconds: 120,
-            max_connections: 512,
+            max_connections: 2048,
             fd_reserve: 128,
             api: ApiConfig::default(),
         }
@@ -134,11 +137,18 @@ pub enum ServerError {
     },
 }
 
-/// The connection cap for `max_connections` under the process' `RLIMIT_NOFILE` soft limit.
+/// The connection cap for `max_connections` under the process' `RLIMIT_NOFILE` soft limit,
+/// after raising the soft limit to the hard one (as Go programs such as node_exporter do).
 pub fn connection_cap(max_connections: usize, fd_reserve: u64) -> usize {
-    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| soft)
-        .unwrap_or(u64::MAX);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let nofile = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => u64::MAX,
+    };
     let room = usize::try_from(nofile.saturating_sub(fd_reserve)).unwrap_or(usize::MAX);
     let cap = max_connections.min(room).max(1);
     if cap < max_connections {
@@ -166,15 +176,28 @@ pub struct Listener {
 ///
 /// # Errors
 /// [`ServerError::Io`] naming the address.
-pub async fn bind(addr: SocketAddr, role: Role) -> Result<Listener, ServerError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Io {
-            what: format!("bind {addr}"),
-            source,
-        })?;
+pub fn bind(addr: SocketAddr, role: Role) -> Result<Listener, ServerError> {
+    let io = |source| ServerError::Io {
+        what: format!("bind {addr}"),
+        source,
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(io)?;
+    socket.set_reuseaddr(true).map_err(io)?;
+    socket.bind(addr).map_err(io)?;
+    // Connections past the cap wait here, in the kernel, without a descriptor; a long queue
+    // keeps a scrape's SYN from being dropped while attackers churn (the kernel caps it at
+    // net.core.somaxconn).
+    let listener = socket.listen(BACKLOG).map_err(io)?;
     Ok(Listener { listener, role })
 }
+
+/// The listen backlog (tokio's default is 1024).
+pub const BACKLOG: u32 = 4096;
 
 /// Everything [`serve`] needs besides the listeners.
 #[derive(Debug, Clone)]
@@ -301,6 +324,10 @@ async fn route_filter(
     }
 }
 
+/// Connections over the cap that may still be closing while the next one is accepted (the
+/// descriptors come out of `fd_reserve`).
+pub const SHED_SLACK: usize = 32;
+
 /// Is this accept error the process or system running out of descriptors?
 fn out_of_fds(e: &std::io::Error) -> bool {
     matches!(
@@ -318,9 +345,11 @@ async fn accept_loop(
 ) {
     let mut fd_warned = false;
     loop {
-        // Keep at most `cap` open: a shed connection must be gone before the next accept.
+        // At most `cap` open, plus up to `SHED_SLACK` already told to close: accepting does
+        // not wait for each shed connection's task to run, so a flood of new connections cannot
+        // slow accepting to a crawl and keep a scrape waiting in the backlog.
         tokio::select! {
-            () = tracker.wait_below(tracker.cap + 1) => {}
+            () = tracker.wait_below(tracker.cap + SHED_SLACK) => {}
             _ = stop.changed() => return,
         }
         let accepted = tokio::select! {
@@ -332,7 +361,9 @@ async fn accept_loop(
                 fd_warned = false;
                 let _ = sock.set_nodelay(true);
                 let guard = tracker.register();
-                if tracker.len() > tracker.cap && !tracker.shed_oldest_idle(Some(guard.id)) {
+                if tracker.open_not_closing() > tracker.cap
+                    && !tracker.shed_oldest_idle(Some(guard.id))
+                {
                     // Every other connection is busy: refuse this one (it closes here).
                     tracing::debug!("connection cap reached with every connection busy");
                     continue;
