@@ -343,7 +343,7 @@ async fn accept_loop(
     tls: Option<Arc<WebConfigHandle>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut fd_warned = false;
+    let mut fd_warned: Option<std::time::Instant> = None;
     loop {
         // At most `cap` open, plus up to `SHED_SLACK` already told to close: accepting does
         // not wait for each shed connection's task to run, so a flood of new connections cannot
@@ -358,7 +358,6 @@ async fn accept_loop(
         };
         match accepted {
             Ok((sock, _peer)) => {
-                fd_warned = false;
                 let _ = sock.set_nodelay(true);
                 let guard = tracker.register();
                 if tracker.open_not_closing() > tracker.cap
@@ -377,9 +376,9 @@ async fn accept_loop(
                 ));
             }
             Err(e) if out_of_fds(&e) => {
-                if !fd_warned {
-                    tracing::warn!(error = %e, open = tracker.len(), "accept: out of file descriptors; shedding idle connections");
-                    fd_warned = true;
+                if fd_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, open = tracker.len(), "accept: out of file descriptors; shedding idle connections (logged every 10 s at most)");
+                    fd_warned = Some(std::time::Instant::now());
                 }
                 let shed = tracker.shed_oldest_idle(None);
                 // Back off until a connection closes (or briefly, if none could be shed).
