@@ -506,6 +506,45 @@ mod tests {
     }
 
     #[test]
+    fn web_section_defaults_flags_and_unknown_keys() {
+        let d = Settings::merge(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(d.web, HttpConfig::default());
+        assert!(d.web.api.enabled && d.web.api.listen_address.is_none());
+        assert_eq!(d.listen, SocketAddr::from(([0, 0, 0, 0], 9464)));
+        let file: FileConfig = serde_norway::from_str(
+            "web: {config_file: w.yml, idle_timeout_seconds: 30, api: {listen_address: 127.0.0.1:9465}}\n",
+        )
+        .unwrap();
+        assert_eq!(file.web.header_read_timeout_seconds, 10, "serde default");
+        let s = Settings::merge(
+            file,
+            Overrides {
+                web_config_file: Some("flag.yml".into()),
+                disable_api: true,
+                max_connections: Some(64),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.web.config_file.as_deref(), Some(Path::new("flag.yml")));
+        assert_eq!(
+            (s.web.idle_timeout_seconds, s.web.max_connections),
+            (30, 64)
+        );
+        assert!(!s.web.api.enabled);
+        for bad in [
+            "web: {config: x}\n",
+            "web: {api: {listen: 127.0.0.1:1}}\n",
+            "web: {idle_timeout_seconds: 0}\n",
+        ] {
+            let r = serde_norway::from_str::<FileConfig>(bad)
+                .map_err(|e| e.to_string())
+                .and_then(|f| Settings::merge(f, Overrides::default()).map_err(|e| e.to_string()));
+            assert!(r.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn kiali_rejected_revision_is_a_config_error() {
         let file: FileConfig =
             serde_norway::from_str("istio: {source_canonical_revision: latest}\n").unwrap();

@@ -670,3 +670,158 @@ impl ClientCertVerifier for AllowedSans {
         self.inner.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory with `server.pem`/`server.key` (self-signed, rcgen) and `web.yml` = `yaml`.
+    fn load(yaml: &str) -> (tempfile::TempDir, Result<WebSettings, WebConfigError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+        let p = dir.path().join("web.yml");
+        std::fs::write(&p, yaml).unwrap();
+        let r = read(&p).1;
+        (dir, r)
+    }
+
+    fn err(yaml: &str) -> String {
+        match load(yaml).1 {
+            Ok(_) => panic!("accepted: {yaml}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const TLS: &str = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";
+
+    #[test]
+    fn empty_file_is_plain_http_without_auth() {
+        let s = load("").1.unwrap();
+        assert!(s.tls.is_none() && s.users.is_empty() && s.headers.is_empty());
+        let s = load("basic_auth_users:\n").1.unwrap();
+        assert!(s.users.is_empty());
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file_and_tls_turns_on() {
+        let s = load(TLS).1.unwrap();
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert!(
+            tls.ignore_client_order,
+            "prefer_server_cipher_suites defaults to true"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_unsupported_settings_are_errors() {
+        assert!(err("tls_server_config: {cert_flie: x}\n").contains("cert_flie"));
+        assert!(err("basic_auth_user: {}\n").contains("basic_auth_user"));
+        assert!(err("http_server_config: {header: {}}\n").contains("header"));
+        assert!(err("rate_limit: {burst: 1, interval: 1s}\n").contains("rate_limit"));
+        assert!(err("tls_server_config: {key_file: server.key}\n").contains("cert_file"));
+        assert!(
+            err("tls_server_config: {cert_file: nope.pem, key_file: server.key}\n")
+                .contains("nope.pem")
+        );
+    }
+
+    #[test]
+    fn headers_follow_exporter_toolkit_rules() {
+        let s = load("http_server_config:\n  headers:\n    X-Frame-Options: deny\n    Strict-Transport-Security: max-age=31536000\n").1.unwrap();
+        assert_eq!(s.headers.len(), 2);
+        assert!(
+            err("http_server_config: {headers: {X-Frame-Options: allow}}\n")
+                .contains("X-Frame-Options")
+        );
+        assert!(err("http_server_config: {headers: {Server: vpslens}}\n")
+            .contains("can not be configured"));
+        // Accepted for compatibility (vpslens serves HTTP/1.1).
+        assert!(load("http_server_config: {http2: false}\n").1.is_ok());
+    }
+
+    #[test]
+    fn basic_auth_users_must_be_bcrypt_hashes() {
+        let h = bcrypt::hash("pw", 4).unwrap();
+        let s = load(&format!("basic_auth_users: {{prom: '{h}'}}\n"))
+            .1
+            .unwrap();
+        assert_eq!(s.users["prom"], h);
+        assert!(err("basic_auth_users: {prom: plaintext}\n").contains("not a bcrypt hash"));
+        assert!(DUMMY_HASH.parse::<bcrypt::HashParts>().is_ok());
+    }
+
+    #[test]
+    fn client_auth_rules_match_exporter_toolkit() {
+        let e = err(&format!("{TLS}  client_ca_file: server.pem\n"));
+        assert!(e.contains("without a Client Auth Policy"), "{e}");
+        let e = err(&format!(
+            "{TLS}  client_auth_type: RequireAndVerifyClientCert\n"
+        ));
+        assert!(e.contains("needs client_ca_file"), "{e}");
+        assert!(
+            err(&format!("{TLS}  client_auth_type: Sometimes\n")).contains("invalid ClientAuth")
+        );
+        for ok in [
+            "RequestClientCert",
+            "RequireAnyClientCert",
+            "RequireClientCert",
+            "NoClientCert",
+        ] {
+            assert!(
+                load(&format!("{TLS}  client_auth_type: {ok}\n")).1.is_ok(),
+                "{ok}"
+            );
+        }
+        for ok in ["VerifyClientCertIfGiven", "RequireAndVerifyClientCert"] {
+            let y = format!("{TLS}  client_auth_type: {ok}\n  client_ca_file: server.pem\n  client_allowed_sans: [prometheus.example, 10.0.0.1]\n");
+            assert!(load(&y).1.is_ok(), "{ok}");
+        }
+        let e = err(&format!("{TLS}  client_auth_type: RequireAnyClientCert\n  client_allowed_sans: ['a@b.example']\n"));
+        assert!(e.contains("client_allowed_sans"), "{e}");
+    }
+
+    #[test]
+    fn versions_ciphers_and_curves_map_to_rustls() {
+        assert!(load(&format!("{TLS}  min_version: TLS13\n")).1.is_ok());
+        assert!(load(&format!("{TLS}  min_version: TLS10\n")).1.is_ok());
+        assert!(err(&format!("{TLS}  max_version: TLS11\n")).contains("no TLS version"));
+        assert!(err(&format!("{TLS}  min_version: SSL3\n")).contains("unknown TLS version"));
+        let s = load(&format!(
+            "{TLS}  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]\n  curve_preferences: [X25519, CurveP256]\n  prefer_server_cipher_suites: false\n"
+        ))
+        .1
+        .unwrap();
+        let tls = s.tls.unwrap();
+        assert!(!tls.ignore_client_order);
+        let e = err(&format!(
+            "{TLS}  cipher_suites: [TLS_RSA_WITH_AES_128_CBC_SHA]\n"
+        ));
+        assert!(
+            e.contains("unknown cipher") && e.contains("supported:"),
+            "{e}"
+        );
+        assert!(err(&format!("{TLS}  curve_preferences: [CurveP521]\n")).contains("CurveP521"));
+    }
+
+    #[test]
+    fn a_change_is_picked_up_and_an_invalid_file_fails_closed() {
+        let (dir, _) = load("");
+        let p = dir.path().join("web.yml");
+        let h = WebConfigHandle::load(&p).unwrap();
+        assert!(h.current().unwrap().users.is_empty());
+        std::fs::write(&p, "basic_auth_users: {a: nope}\n").unwrap();
+        assert!(h.current().is_err());
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        std::fs::write(&p, format!("basic_auth_users: {{a: '{hash}'}}\n")).unwrap();
+        assert_eq!(h.current().unwrap().users.len(), 1);
+        // Unchanged file: the same settings, not a re-read.
+        assert!(Arc::ptr_eq(&h.current().unwrap(), &h.current().unwrap()));
+    }
+}
