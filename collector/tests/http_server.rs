@@ -728,4 +728,18 @@ fn api_listener_split_and_log_formats() {
         assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
     }
     assert!(lines.iter().any(|l| l.contains("vpslens running")), "{err}");
+
+    // SIGTERM with an idle new connection, a half-sent header and an idle keep-alive connection
+    // open: vpslens exits cleanly at once (the final checkpoint is written after the server).
+    let mut off = off;
+    let _fresh = TcpStream::connect(off.addr).unwrap();
+    let _partial = slowloris(off.addr).unwrap();
+    let mut kept = TcpStream::connect(off.addr).unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: vpslens\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = kept.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let st = off.vp.stop_graceful().unwrap();
+    assert!(st.success(), "{st}\n{}", off.vp.stderr());
 }

@@ -53,7 +53,8 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn is_idle(&self) -> bool {
+    /// No request in flight.
+    pub fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 }

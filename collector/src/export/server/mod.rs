@@ -409,7 +409,7 @@ async fn connection(
     guard: ConnGuard,
     app: Router,
     tls: Option<Arc<WebConfigHandle>>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let io = guard.track(sock);
     match tls {
@@ -429,6 +429,7 @@ async fn connection(
             let handshake = tokio::select! {
                 r = acceptor.accept(io) => r,
                 () = guard.conn.close.notified() => return,
+                _ = stop.changed() => return,
             };
             match handshake {
                 Ok(stream) => http1(TokioIo::new(stream), guard, app, stop).await,
@@ -480,6 +481,10 @@ where
             }
             () = guard.conn.close.notified() => return,
             _ = stop.changed(), if !stopping => {
+                // Idle (incl. part-way through a header): close now; busy: finish the response.
+                if guard.conn.is_idle() {
+                    return;
+                }
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
