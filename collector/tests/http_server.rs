@@ -269,8 +269,14 @@ fn slowloris_neither_starves_metrics_nor_checkpoints() {
             && checkpoint_offset(&s.checkpoint) == log_len
     })
     .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.vp.pid().unwrap())).unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or_default()
+        .to_owned();
     eprintln!(
-        "slowloris: {scrapes} scrapes answered within 2 s (slowest {slowest:?}); {} checkpoint offsets; {written} lines; attackers reopened {reopened} times",
+        "slowloris: {hwm}; {scrapes} scrapes answered within 2 s (slowest {slowest:?}); {} checkpoint offsets; {written} lines; attackers reopened {reopened} times",
         offsets.len()
     );
     assert!(
