@@ -581,7 +581,12 @@ fn mutual_tls_requires_a_certificate_from_the_client_ca() {
     let web = pki.web_config(
         "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n",
     );
-    let mut s = start_with("", &["--web.config.file", &web], &[], &[]);
+    let mut s = start_with(
+        "web: {header_read_timeout_seconds: 1}\n",
+        &["--web.config.file", &web],
+        &[],
+        &[],
+    );
     let url = format!("https://{}/metrics", s.addr);
     let with_cert = pki.client(Some("client"));
     wait_for_value(
@@ -595,6 +600,16 @@ fn mutual_tls_requires_a_certificate_from_the_client_ca() {
             Ok(status(with_cert.get(&url).send()))
         },
     )
+    .unwrap();
+    // A TLS handshake that stops half-way is closed by the header-read timeout.
+    let mut stalled = TcpStream::connect(s.addr).unwrap();
+    stalled
+        .write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        .unwrap();
+    stalled.set_nonblocking(true).unwrap();
+    wait_until(PATIENCE, Duration::from_millis(50), || {
+        closed_by_server(&mut stalled)
+    })
     .unwrap();
     assert!(
         pki.client(None).get(&url).send().is_err(),
