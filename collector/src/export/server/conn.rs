@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -72,6 +72,8 @@ pub struct Counts {
 #[derive(Debug)]
 pub struct Tracker {
     conns: Mutex<BTreeMap<u64, Arc<Conn>>>,
+    /// Open connections already told to close.
+    closing: AtomicUsize,
     next_id: AtomicU64,
     epoch: Instant,
     /// Notified (all waiters) whenever a connection closes.
@@ -86,6 +88,7 @@ impl Tracker {
     pub fn new(cap: usize, timeouts: Timeouts) -> Arc<Self> {
         Arc::new(Self {
             conns: Mutex::new(BTreeMap::new()),
+            closing: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             epoch: Instant::now(),
             closed: Notify::new(),
@@ -119,10 +122,16 @@ impl Tracker {
 
     /// Open connections not yet told to close.
     pub fn open_not_closing(&self) -> usize {
-        self.map()
-            .values()
-            .filter(|c| !c.closing.load(Ordering::Acquire))
-            .count()
+        let m = self.map();
+        m.len().saturating_sub(self.closing.load(Ordering::Acquire))
+    }
+
+    /// Tells `c` to close (once).
+    fn close(&self, c: &Conn) {
+        if !c.closing.swap(true, Ordering::AcqRel) {
+            self.closing.fetch_add(1, Ordering::AcqRel);
+            c.close.notify_one();
+        }
     }
 
     /// Open and busy connections.
@@ -157,8 +166,7 @@ impl Tracker {
         });
         match victim {
             Some((_, c)) => {
-                c.closing.store(true, Ordering::Release);
-                c.close.notify_one();
+                self.close(c);
                 true
             }
             None => false,
@@ -171,7 +179,8 @@ impl Tracker {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let t = self.timeouts;
         let mut n = 0;
-        for c in self.map().values() {
+        let m = self.map();
+        for c in m.values() {
             if c.closing.load(Ordering::Acquire) {
                 continue;
             }
@@ -189,8 +198,7 @@ impl Tracker {
                 }
             };
             if expired {
-                c.closing.store(true, Ordering::Release);
-                c.close.notify_one();
+                self.close(c);
                 n += 1;
             }
         }
@@ -243,7 +251,11 @@ impl ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.tracker.map().remove(&self.id);
+        let mut m = self.tracker.map();
+        if m.remove(&self.id).is_some() && self.conn.closing.load(Ordering::Acquire) {
+            self.tracker.closing.fetch_sub(1, Ordering::AcqRel);
+        }
+        drop(m);
         self.tracker.closed.notify_waiters();
     }
 }
@@ -369,8 +381,9 @@ mod tests {
             "only a (busy) and c (excepted) left"
         );
         assert_eq!(t.counts(), Counts { open: 3, busy: 1 });
+        assert_eq!(t.open_not_closing(), 2);
         drop(b);
-        assert_eq!(t.len(), 2);
+        assert_eq!((t.len(), t.open_not_closing()), (2, 2));
     }
 
     #[test]
