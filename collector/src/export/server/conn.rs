@@ -159,11 +159,20 @@ impl Tracker {
     }
 
     /// Tells the oldest idle connection other than `except` to close. False if none is idle.
+    ///
+    /// Connections that never completed a request (new, or part-way through a header or TLS
+    /// handshake: what a flood consists of) go first; then kept-alive ones between requests.
+    /// So Prometheus' connection, reused scrape after scrape, is the last idle one to go and
+    /// its scrapes never queue behind a flood in the listen backlog.
     pub fn shed_oldest_idle(&self, except: Option<u64>) -> bool {
         let m = self.map();
-        let victim = m.iter().find(|(id, c)| {
-            Some(**id) != except && c.is_idle() && !c.closing.load(Ordering::Acquire)
-        });
+        let candidate = |id: &u64, c: &Conn| {
+            Some(*id) != except && c.is_idle() && !c.closing.load(Ordering::Acquire)
+        };
+        let victim = m
+            .iter()
+            .find(|(id, c)| candidate(id, c) && !c.served.load(Ordering::Acquire))
+            .or_else(|| m.iter().find(|(id, c)| candidate(id, c)));
         match victim {
             Some((_, c)) => {
                 self.close(c);
@@ -384,6 +393,23 @@ mod tests {
         assert_eq!(t.open_not_closing(), 2);
         drop(b);
         assert_eq!((t.len(), t.open_not_closing()), (2, 2));
+    }
+
+    #[test]
+    fn connections_that_never_served_a_request_are_shed_before_kept_alive_ones() {
+        let t = tracker();
+        let kept = t.register();
+        drop(kept.begin_request());
+        let fresh = t.register();
+        let newest = t.register();
+        assert!(t.shed_oldest_idle(Some(newest.id)));
+        assert!(fresh.conn.closing.load(Ordering::Acquire));
+        assert!(
+            !kept.conn.closing.load(Ordering::Acquire),
+            "kept-alive goes last"
+        );
+        assert!(t.shed_oldest_idle(Some(newest.id)));
+        assert!(kept.conn.closing.load(Ordering::Acquire));
     }
 
     #[test]

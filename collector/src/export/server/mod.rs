@@ -9,7 +9,8 @@
 //! - **Connection cap**: at most `max_connections`, and never more than `RLIMIT_NOFILE` minus
 //!   `fd_reserve`, so the tailer, checkpoints and registry sources keep their descriptors
 //!   whatever HTTP clients do. At the cap a new connection sheds the oldest idle one (a client
-//!   part-way through a header counts as idle); connections wait in the kernel's backlog
+//!   part-way through a header counts as idle; connections that never completed a request go
+//!   before kept-alive ones, so a scraper's reused connection survives a flood); connections wait in the kernel's backlog
 //!   (no descriptor) while every open one is busy. `EMFILE` on accept sheds too and backs off
 //!   instead of spinning.
 //! - **TLS, basic auth, headers**: exporter-toolkit's web configuration file
