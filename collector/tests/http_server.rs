@@ -769,7 +769,19 @@ fn web_config_changes_apply_without_restart() {
 #[test]
 fn api_listener_split_and_log_formats() {
     let api_addr = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
-    let split = start("", &["--web.api-listen-address", &api_addr.to_string()]);
+    // `--log.level info` wins over VPSLENS_LOG=warn.
+    let mut split = start_with(
+        "",
+        &[
+            "--web.api-listen-address",
+            &api_addr.to_string(),
+            "--log.level",
+            "info",
+        ],
+        &[],
+        &[("VPSLENS_LOG", "warn")],
+    );
+    split.vp.wait_for_metrics(split.addr, PATIENCE).unwrap();
     let c = plain_client();
     let get = |addr: SocketAddr, path: &str| status(c.get(format!("http://{addr}{path}")).send());
     assert_eq!(get(split.addr, "/metrics"), Some(200));
@@ -783,6 +795,14 @@ fn api_listener_split_and_log_formats() {
     assert!(
         !err.contains('\u{1b}'),
         "ANSI escape in logs off a terminal: {err:?}"
+    );
+    // Without the flag, VPSLENS_LOG still applies.
+    let mut quiet = start_with("", &[], &[], &[("VPSLENS_LOG", "warn")]);
+    quiet.vp.wait_for_metrics(quiet.addr, PATIENCE).unwrap();
+    assert!(
+        !quiet.vp.stderr().contains("vpslens running"),
+        "{}",
+        quiet.vp.stderr()
     );
 
     let off = start("web: {api: {enabled: false}}\n", &["--log.format", "json"]);
