@@ -238,10 +238,15 @@ pub async fn serve(
         stall: request_timeout + Duration::from_secs(5),
     };
     let tracker = Tracker::new(connection_cap(h.max_connections, h.fd_reserve), timeouts);
-    let tls = match &opts.web {
-        Some(w) => w.current().map(|s| s.tls.is_some()).unwrap_or(false),
-        None => false,
+    let (tls, users) = match opts.web.as_ref().map(|w| w.current()) {
+        Some(Ok(s)) => (s.tls.is_some(), !s.users.is_empty()),
+        _ => (false, false),
     };
+    if users && !tls {
+        tracing::warn!(
+            "basic_auth_users without tls_server_config: passwords cross the network in clear"
+        );
+    }
     let mut app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
         StatusCode::SERVICE_UNAVAILABLE,
         request_timeout,
