@@ -824,4 +824,30 @@ mod tests {
         // Unchanged file: the same settings, not a re-read.
         assert!(Arc::ptr_eq(&h.current().unwrap(), &h.current().unwrap()));
     }
+
+    #[test]
+    fn a_rotated_certificate_is_picked_up_without_touching_the_config() {
+        let (dir, r) = load(TLS);
+        assert!(r.is_ok());
+        let h = WebConfigHandle::load(&dir.path().join("web.yml")).unwrap();
+        let before = h.current().unwrap();
+        assert!(Arc::ptr_eq(&before, &h.current().unwrap()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["rotated.example".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        // Key first, then certificate (as cert-manager's Secret update lands): in between the
+        // pair does not match and the config fails closed.
+        std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+        let mismatch = h.current();
+        std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
+        let after = h.current().unwrap();
+        assert!(!Arc::ptr_eq(&before, &after));
+        assert!(after.tls.is_some());
+        assert!(
+            mismatch.is_err(),
+            "a key that does not match the certificate is refused"
+        );
+    }
 }
