@@ -1,11 +1,10 @@
 //! The `vpslens` binary.
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use std::io::IsTerminal;
-
 use vpslens::cli::{Cli, Command, LogFormat};
 use vpslens::commands::{replay, run};
 
