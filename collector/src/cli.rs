@@ -1,5 +1,6 @@
 //! Command-line interface (`clap`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -21,6 +22,22 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log level (`error`, `warn`, `info`, `debug`, `trace`) or tracing filter directives.
+    /// Default: `VPSLENS_LOG`, else `info`.
+    #[arg(long = "log.level", global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: `text` (plain, colour only on a terminal) or `json` (one object a line).
+    #[arg(long = "log.format", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colour only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields).
+    Json,
 }
 
 /// Subcommands.
@@ -85,8 +102,21 @@ pub struct RunArgs {
     pub common: CommonArgs,
     /// HTTP listen address HOST:PORT; host names are resolved. Bound before anything else,
     /// so a port in use fails before any state is touched [default: 0.0.0.0:9464].
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, alias = "web.listen-address", value_name = "HOST:PORT")]
     pub listen: Option<String>,
+    /// exporter-toolkit web configuration file: TLS, basic auth, response headers (as
+    /// node_exporter's). Overrides `web.config_file`.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// Serve `/api/*` on this address only, not on the metrics listener.
+    #[arg(long = "web.api-listen-address", value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
+    /// Do not serve `/api/*` at all.
+    #[arg(long = "web.disable-api")]
+    pub disable_api: bool,
+    /// Most open HTTP connections (lowered to fit RLIMIT_NOFILE) [default: 2048].
+    #[arg(long = "web.max-connections", value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Directory for checkpoints (offsets + counters), created if missing; must be writable
     /// [default: none, no checkpoints].
     #[arg(long, value_name = "DIR")]

@@ -10,6 +10,9 @@
 //! workload_entries: {namespace: vps, label_selector: app=xrayr}
 //! sources: [/var/log/istio/access.log]
 //! state_dir: /var/lib/vpslens
+//! web:
+//!   config_file: /etc/vpslens/web.yml   # exporter-toolkit format: TLS, basic auth
+//!   api: {listen_address: 127.0.0.1:9465}
 //! ```
 //! Every field is optional; unknown keys are errors. **The `Default` impls of [`FileConfig`],
 //! [`GeoIpConfig`], [`Limits`] and [`IstioConfig`] are the one source of every default**: serde
@@ -17,6 +20,7 @@
 //! is checked against them (`collector/tests/config_reference.rs`). An annotated example is
 //! `examples/config.yaml`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +31,7 @@ use vpslens_parsers::LogFormat;
 
 pub use crate::aggregate::Limits;
 use crate::export::istio::IstioConfig;
+use crate::export::server::HttpConfig;
 use crate::resolve::geo::GeoSettings;
 use crate::resolve::sources::file_sd::FileSdConfig;
 use crate::resolve::sources::workload_entry::WorkloadEntryConfig;
@@ -123,6 +128,9 @@ pub struct FileConfig {
     pub istio: IstioConfig,
     /// GeoIP/ASN enrichment. Default off (no `country`/`asn` labels).
     pub geoip: GeoIpConfig,
+    /// HTTP serving: web config file (TLS, basic auth), timeouts, connection cap, `/api/*`.
+    /// Default see [`HttpConfig`].
+    pub web: HttpConfig,
 }
 
 impl Default for FileConfig {
@@ -152,6 +160,7 @@ impl Default for FileConfig {
             limits: Limits::default(),
             istio: IstioConfig::default(),
             geoip: GeoIpConfig::default(),
+            web: HttpConfig::default(),
         }
     }
 }
@@ -279,6 +288,14 @@ pub struct Overrides {
     pub istio_mode: Option<crate::export::istio::EdgeMode>,
     /// `--parse-threads`.
     pub parse_threads: Option<usize>,
+    /// `--web.config.file`.
+    pub web_config_file: Option<PathBuf>,
+    /// `--web.api-listen-address`.
+    pub api_listen: Option<SocketAddr>,
+    /// `--web.disable-api`.
+    pub disable_api: bool,
+    /// `--web.max-connections`.
+    pub max_connections: Option<usize>,
 }
 
 impl Overrides {
@@ -313,6 +330,18 @@ impl Overrides {
         }
         if let Some(v) = self.parse_threads {
             file.parse_threads = Some(v);
+        }
+        if self.web_config_file.is_some() {
+            file.web.config_file = self.web_config_file;
+        }
+        if self.api_listen.is_some() {
+            file.web.api.listen_address = self.api_listen;
+        }
+        if self.disable_api {
+            file.web.api.enabled = false;
+        }
+        if let Some(n) = self.max_connections {
+            file.web.max_connections = n;
         }
     }
 }
@@ -401,6 +430,16 @@ impl Settings {
             .is_some_and(|w| w.namespace.is_empty())
         {
             return Err(invalid("workload_entries.namespace must not be empty"));
+        }
+        let web = &file.web;
+        if web.header_read_timeout_seconds == 0
+            || web.request_timeout_seconds == 0
+            || web.idle_timeout_seconds == 0
+            || web.max_connections == 0
+        {
+            return Err(invalid(
+                "web timeouts and web.max_connections must be at least 1",
+            ));
         }
         for (name, value, min) in [
             ("max_line_bytes", file.max_line_bytes as u64, 256),
@@ -516,6 +555,48 @@ mod tests {
             "file_sd: [{path: a, labels: {nmae: x}}]\n",
             "workload_entries: {namespace: ''}\n",
             "workload_entries: {namespace: vps, selector: x}\n",
+        ] {
+            let r = serde_norway::from_str::<FileConfig>(bad)
+                .map_err(|e| e.to_string())
+                .and_then(|f| Settings::merge(f, Overrides::default()).map_err(|e| e.to_string()));
+            assert!(r.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn web_section_defaults_flags_and_unknown_keys() {
+        let d = Settings::merge(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(d.file.web, HttpConfig::default());
+        assert!(d.file.web.api.enabled && d.file.web.api.listen_address.is_none());
+        assert_eq!(d.file.listen, "0.0.0.0:9464");
+        let file: FileConfig = serde_norway::from_str(
+            "web: {config_file: w.yml, idle_timeout_seconds: 30, api: {listen_address: 127.0.0.1:9465}}\n",
+        )
+        .unwrap();
+        assert_eq!(file.web.header_read_timeout_seconds, 10, "serde default");
+        let s = Settings::merge(
+            file,
+            Overrides {
+                web_config_file: Some("flag.yml".into()),
+                disable_api: true,
+                max_connections: Some(64),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            s.file.web.config_file.as_deref(),
+            Some(Path::new("flag.yml"))
+        );
+        assert_eq!(
+            (s.file.web.idle_timeout_seconds, s.file.web.max_connections),
+            (30, 64)
+        );
+        assert!(!s.file.web.api.enabled);
+        for bad in [
+            "web: {config: x}\n",
+            "web: {api: {listen: 127.0.0.1:1}}\n",
+            "web: {idle_timeout_seconds: 0}\n",
         ] {
             let r = serde_norway::from_str::<FileConfig>(bad)
                 .map_err(|e| e.to_string())

@@ -67,6 +67,9 @@ pub enum Error {
         /// Cause.
         source: std::io::Error,
     },
+    /// HTTP server set-up (web config, bind).
+    #[error(transparent)]
+    Server(#[from] export::server::ServerError),
     /// I/O (write).
     #[error(transparent)]
     Io(#[from] std::io::Error),

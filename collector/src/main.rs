@@ -1,21 +1,19 @@
 //! The `vpslens` binary.
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use vpslens::cli::{Cli, Command};
+use vpslens::cli::{Cli, Command, LogFormat};
 use vpslens::commands::{replay, run};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VPSLENS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_level.as_deref(), cli.log_format) {
+        eprintln!("vpslens: error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match &cli.command {
         Command::Run(a) => run::run(a),
         Command::Replay(a) => replay::replay(a).map(|_| ()),
@@ -46,4 +44,22 @@ fn main() -> ExitCode {
             )
         }
     }
+}
+
+/// Logs to stderr: `--log.level` (else `VPSLENS_LOG`, else `info`), plain text without ANSI
+/// colour unless stderr is a terminal, or one JSON object per line.
+fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).map_err(|e| format!("--log.level {l:?}: {e}"))?,
+        None => EnvFilter::try_from_env("VPSLENS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let b = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => b.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => b.json().with_ansi(false).init(),
+    }
+    Ok(())
 }

@@ -428,6 +428,90 @@ fn sidecar_json() -> BTreeMap<String, String> {
     m
 }
 
+/// Envoy command operators in `text` that log the request path with its query string
+/// (`%REQ(:PATH)%`, `%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%`, …; `%REQ_WITHOUT_QUERY(…)%` is fine).
+fn raw_path_operators(text: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("%REQ(") {
+        let arg = &rest[at + 5..];
+        let arg = &arg[..arg.find(')').unwrap_or(arg.len())];
+        if arg.to_ascii_uppercase().contains("PATH") {
+            found.push(arg);
+        }
+        rest = &rest[at + 5..];
+    }
+    found
+}
+
+/// Every string value in a YAML document (comments are not values).
+fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+/// No access-log format shipped under `k8s/` logs the request path with its query string,
+/// which carries the panel `token` (regression: the DaemonSet's provider logged
+/// `%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%`, writing the token into /var/log/pods). Checks every
+/// string value of every YAML file (comments may name Istio's default to explain why it is not
+/// used) and every fenced code block of the READMEs.
+#[test]
+fn no_shipped_access_log_format_logs_the_raw_query() {
+    assert_eq!(
+        raw_path_operators(r#"path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%" m: "%REQ(:METHOD)%""#),
+        ["X-ENVOY-ORIGINAL-PATH?:PATH"]
+    );
+    let mut formats = 0;
+    let mut stack = vec![k8s()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(k8s())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
+            let mut texts: Vec<String> = Vec::new();
+            if ext == "yaml" || ext == "yml" {
+                for d in docs(&rel) {
+                    let mut out = Vec::new();
+                    strings(&d, &mut out);
+                    texts.extend(out.into_iter().map(str::to_owned));
+                }
+            } else if ext == "md" {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let mut fenced = false;
+                for line in text.lines() {
+                    if line.trim_start().starts_with("```") {
+                        fenced = !fenced;
+                    } else if fenced {
+                        texts.push(line.to_owned());
+                    }
+                }
+            }
+            for t in &texts {
+                formats += usize::from(t.contains("REQ_WITHOUT_QUERY("));
+                let raw = raw_path_operators(t);
+                assert!(
+                    raw.is_empty(),
+                    "{rel}: logs the path with its query ({raw:?}): {t}"
+                );
+            }
+        }
+    }
+    // mesh/ (IstioOperator, istiod values), base/README.md and daemonset/ at least.
+    assert!(formats >= 4, "only {formats} query-less path formats found");
+}
+
 /// The mesh config's access-log format in a real Envoy: the node token never reaches the log,
 /// vpslens still attributes every request and checks `node_id`.
 #[test]
@@ -541,8 +625,8 @@ fn daemonset_pieces_fit_together() {
     assert_eq!(path, "/dev/stdout");
     assert_eq!(
         labels,
-        &istio_default_json(),
-        "not Istio's default JSON format"
+        &sidecar_json(),
+        "not Istio's default JSON format with the query-less path"
     );
     assert_eq!(&telemetry_provider("daemonset/telemetry.yaml"), name);
 

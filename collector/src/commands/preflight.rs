@@ -37,16 +37,24 @@ pub fn bind(listen: &str) -> Result<(TcpListener, SocketAddr), Error> {
         .collect();
     let mut last = format!("`{host}` resolves to no address");
     for a in addrs {
-        match TcpListener::bind(a) {
-            Ok(l) => {
-                l.set_nonblocking(true)
-                    .map_err(|e| err(format!("{a}: {e}")))?;
-                return Ok((l, a));
-            }
+        match listen_on(a) {
+            Ok(l) => return Ok((l, a)),
             Err(e) => last = format!("{a}: {e}"),
         }
     }
     Err(err(last))
+}
+
+/// A non-blocking listening socket on `a` with `SO_REUSEADDR` and the server's long backlog
+/// ([`crate::export::server::BACKLOG`]: connections past the cap wait in the kernel).
+fn listen_on(a: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(a), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&a.into())?;
+    socket.listen(i32::try_from(crate::export::server::BACKLOG).unwrap_or(i32::MAX))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// Creates `dir` and proves it writable with a probe file (removed again).

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use crate::cli::RunArgs;
 use crate::export::http;
+use crate::export::server::web_config::WebConfigHandle;
+use crate::export::server::{self, Role, ServeOptions, ServerError};
 use crate::pipeline::{LineProcessor, Shared};
 use crate::resolve::reload::{spawn_watcher, RegistryHandle};
 use crate::resolve::sources::file_sd::FileSdPoller;
@@ -31,6 +33,10 @@ pub const INITIAL_SYNC: Duration = Duration::from_secs(15);
 pub fn run(args: &RunArgs) -> Result<(), Error> {
     let mut flags = args.common.overrides();
     flags.listen.clone_from(&args.listen);
+    flags.web_config_file.clone_from(&args.web_config_file);
+    flags.api_listen = args.api_listen;
+    flags.disable_api = args.disable_api;
+    flags.max_connections = args.max_connections;
     flags.state_dir.clone_from(&args.state_dir);
     flags.read_from = args.read_from;
     flags.sources.clone_from(&args.paths);
@@ -47,7 +53,19 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
             "run needs at least one log path or glob".into(),
         ));
     }
+    // The web config is checked before anything starts, like exporter-toolkit's.
+    let web = match &f.web.config_file {
+        Some(p) => Some(Arc::new(
+            WebConfigHandle::load(p).map_err(ServerError::from)?,
+        )),
+        None => None,
+    };
+    let api = f.web.api.clone();
     let (listener, bound) = preflight::bind(&f.listen)?;
+    let api_listener = match (api.enabled, api.listen_address) {
+        (true, Some(addr)) => Some(preflight::bind(&addr.to_string())?),
+        _ => None,
+    };
     if let Some(dir) = &f.state_dir {
         preflight::check_state_dir(dir)?;
     }
@@ -100,12 +118,42 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
         ClientAddressSource::DownstreamRemote => None,
     };
     let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let mut listeners = vec![server::Listener {
+            listener: tokio::net::TcpListener::from_std(listener).map_err(|source| {
+                ServerError::Io {
+                    what: format!("listen on {bound}"),
+                    source,
+                }
+            })?,
+            role: if api.enabled && api.listen_address.is_none() {
+                Role::All
+            } else {
+                Role::NoApi
+            },
+        }];
+        if let Some((l, a)) = api_listener {
+            listeners.push(server::Listener {
+                listener: tokio::net::TcpListener::from_std(l).map_err(|source| {
+                    ServerError::Io {
+                        what: format!("listen on {a}"),
+                        source,
+                    }
+                })?,
+                role: Role::ApiOnly,
+            });
+        }
         tracing::info!(sources = ?f.sources, "vpslens running: listening on {bound} (listen: {})", f.listen);
         tokio::spawn(sweep_loop(shared.clone(), grace, hops));
-        axum::serve(listener, http::router(shared.clone()))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        server::serve(
+            listeners,
+            http::router(shared.clone()),
+            ServeOptions {
+                http: f.web.clone(),
+                web,
+            },
+            shutdown_signal(),
+        )
+        .await
     });
     tracing::info!("shutting down: final drain and checkpoint");
     tail.shutdown();
