@@ -23,6 +23,7 @@ use vpslens_parsers::route::{RouteTable, DEFAULT_TEMPLATES};
 use vpslens_parsers::LogFormat;
 
 use crate::aggregate::Limits;
+use crate::export::fleet::FleetConfig;
 use crate::export::istio::IstioConfig;
 use crate::resolve::geo::GeoSettings;
 use crate::resolve::sources::file_sd::{FileSdConfig, FileSdPoller};
@@ -110,6 +111,9 @@ pub struct FileConfig {
     pub istio: Option<IstioConfig>,
     /// GeoIP/ASN enrichment. Default: off (no `country`/`asn` labels).
     pub geoip: Option<GeoIpConfig>,
+    /// The status rule of the fleet page, `/api/nodes` and `vpslens status` (silence
+    /// threshold, error ratio, windows). Default: the alert rules' thresholds.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// GeoIP/ASN enrichment (`geoip:`). Either database may be absent; a configured database that
@@ -234,6 +238,8 @@ pub struct Settings {
     pub istio: IstioConfig,
     /// GeoIP databases (opened by the commands).
     pub geoip: GeoSettings,
+    /// See [`FileConfig::fleet`].
+    pub fleet: FleetConfig,
 }
 
 /// Flags that override the file (all optional).
@@ -334,6 +340,7 @@ impl Settings {
                 "workload_entries.namespace must not be empty".into(),
             ));
         }
+        let fleet = file.fleet.unwrap_or_default();
         let max_line_bytes = file.max_line_bytes.unwrap_or(64 * 1024);
         if max_line_bytes < 256 {
             return Err(ConfigError::Invalid("max_line_bytes must be >= 256".into()));
@@ -373,6 +380,7 @@ impl Settings {
             limits,
             istio,
             geoip,
+            fleet: fleet.validated()?,
         })
     }
 }

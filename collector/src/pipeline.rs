@@ -80,6 +80,10 @@ pub struct Shared {
     pub istio: crate::export::istio::IstioConfig,
     /// Set once the tailer has completed its first pass over the configured files.
     pub ready: AtomicBool,
+    /// The status rule and windows of the fleet page, `/api/nodes` and `vpslens status`.
+    pub fleet: crate::export::fleet::FleetConfig,
+    /// Periodic samples of the counters, for windowed rates ([`Shared::sample_history`]).
+    pub history: Mutex<crate::aggregate::window::History>,
 }
 
 impl Shared {
@@ -96,6 +100,8 @@ impl Shared {
             config,
             istio,
             ready: AtomicBool::new(false),
+            fleet: crate::export::fleet::FleetConfig::default(),
+            history: Mutex::new(crate::aggregate::window::History::default()),
         })
     }
 
@@ -125,6 +131,20 @@ impl Shared {
         let registered = |n: &str| registry.index_of(n).is_some();
         self.lock()
             .sweep_removed(&registered, now_seconds, grace_seconds)
+    }
+
+    /// Adds a sample of the counters at `now_ms` (Unix ms) to the history unless the newest is
+    /// younger than its minimum gap. `vpslens run` calls it every 10 s; the fleet views call
+    /// it too, so windows exist without the daemon's loop (replays, tests).
+    pub fn sample_history(&self, now_ms: i64) {
+        let mut h = self
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if h.wants(now_ms) {
+            let s = crate::aggregate::window::Sample::take(&self.lock(), now_ms);
+            h.push(s);
+        }
     }
 
     /// Locks the aggregator, recovering from a poisoned lock (a panic elsewhere must not stop
@@ -345,6 +365,7 @@ impl LineProcessor {
             identity_mismatch,
             node_id_fallback,
             client: if node.is_none() { Some(ip) } else { None },
+            claimed_node_id: if node.is_none() { target.node_id } else { None },
             geo: GeoLabels::default(),
         })
     }

@@ -33,7 +33,7 @@ pub(crate) fn shared(
     default_threads: usize,
 ) -> Result<Arc<Shared>, Error> {
     let geo = Geo::open(&s.geoip)?;
-    Ok(Shared::new(
+    let mut shared = Shared::new(
         PipelineConfig {
             format: s.format,
             client: s.client,
@@ -45,7 +45,13 @@ pub(crate) fn shared(
         },
         s.istio.clone(),
         registry,
-    ))
+    );
+    // Just created: the only reference.
+    if let Some(sh) = Arc::get_mut(&mut shared) {
+        sh.fleet = s.fleet.clone();
+        sh.history = std::sync::Mutex::new(s.fleet.history());
+    }
+    Ok(shared)
 }
 
 /// Tailer settings from merged settings.

@@ -85,11 +85,17 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
     result.map_err(Error::from)
 }
 
-/// Periodically forgets series of nodes removed from the registry longer than `grace` ago.
+/// Periodically forgets series of nodes removed from the registry longer than `grace` ago,
+/// and samples the counters for the fleet view's windows.
 async fn sweep_loop(shared: Arc<Shared>, grace: u64) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tick.tick().await;
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            s.sample_history(crate::export::fleet::now_ms());
+        })
+        .await;
         let dropped = shared.sweep_removed(crate::unix_now_seconds(), grace);
         if dropped > 0 {
             tracing::info!(dropped, "removed series of nodes no longer in the registry");
