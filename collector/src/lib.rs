@@ -48,4 +48,7 @@ pub enum Error {
     /// I/O (bind, write).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// `vpslens status` could not read the daemon.
+    #[error("cannot read the daemon at {0}")]
+    Daemon(String),
 }

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vpslens::cli::{Cli, Command};
-use vpslens::commands::{replay, run};
+use vpslens::commands::status::Outcome;
+use vpslens::commands::{replay, run, status};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -19,6 +20,17 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(a) => run::run(a),
         Command::Replay(a) => replay::replay(a).map(|_| ()),
+        Command::Status(a) => {
+            // 0: no node silent, 1: a node is silent, 2: the daemon could not be read.
+            return match status::status(a) {
+                Ok(Outcome::Healthy) => ExitCode::SUCCESS,
+                Ok(Outcome::Silent) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("vpslens: error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,8 @@
-//! `vpslens run` and `vpslens replay`.
+//! `vpslens run`, `vpslens replay` and `vpslens status`.
 
 pub mod replay;
 pub mod run;
+pub mod status;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -344,7 +344,8 @@ pub fn snapshot(shared: &Shared, now_ms: i64) -> Fleet {
         let counts = id.map(|id| current.node(id)).unwrap_or_default();
         let st = id.and_then(|id| agg.node_stats(id));
         let last_ms = st.map_or(0, |s| s.last_seen_ms);
-        let age = (last_ms > 0).then(|| (now_ms - last_ms).max(0) as f64 / 1000.0);
+        // Rounded before the rule sees it, so the age shown and the status always agree.
+        let age = (last_ms > 0).then(|| round((now_ms - last_ms).max(0) as f64 / 1000.0, 1));
         let since = |b: &Option<Sample>| {
             b.as_ref()
                 .zip(id)
@@ -372,7 +373,7 @@ pub fn snapshot(shared: &Shared, now_ms: i64) -> Fleet {
                 n.addresses.iter().map(ToString::to_string).collect()
             }),
             last_seen_timestamp_seconds: (last_ms > 0).then(|| last_ms as f64 / 1000.0),
-            last_seen_age_seconds: age.map(|a| round(a, 1)),
+            last_seen_age_seconds: age,
             requests_per_second: (window_s > 0.0)
                 .then(|| round(rate_window.requests as f64 / window_s, 4)),
             error_ratio: (rate_window.requests > 0)
