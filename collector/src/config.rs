@@ -28,6 +28,7 @@ use crate::export::istio::IstioConfig;
 use crate::resolve::geo::GeoSettings;
 use crate::resolve::sources::file_sd::{FileSdConfig, FileSdPoller};
 use crate::resolve::sources::workload_entry::WorkloadEntryConfig;
+use crate::resolve::sources::xboard::{XboardConfig, XboardPoller};
 use crate::source::{FramingMode, ReadFrom};
 
 /// Where the client address comes from (`client_ip:`).
@@ -69,6 +70,9 @@ pub struct FileConfig {
     /// Istio `WorkloadEntry` objects watched through the Kubernetes API (in-cluster service
     /// account or `KUBECONFIG`), merged below `registry`. Default none.
     pub workload_entries: Option<WorkloadEntryConfig>,
+    /// The Xboard panel's node list (admin API, hosts resolved by DNS), merged below every
+    /// other source. Default none.
+    pub xboard: Option<XboardConfig>,
     /// Attribute a request from an unregistered address to the node whose registry `node_id`
     /// equals the request's `node_id` query parameter (spoofable: see README). Default `false`.
     pub attribute_unregistered_by_node_id: Option<bool>,
@@ -202,6 +206,8 @@ pub struct Settings {
     pub file_sd: Vec<FileSdConfig>,
     /// See [`FileConfig::workload_entries`].
     pub workload_entries: Option<WorkloadEntryConfig>,
+    /// See [`FileConfig::xboard`] (validated).
+    pub xboard: Option<XboardConfig>,
     /// See [`FileConfig::attribute_unregistered_by_node_id`].
     pub attribute_unregistered_by_node_id: bool,
     /// See [`FileConfig::sources`].
@@ -341,6 +347,9 @@ impl Settings {
             ));
         }
         let fleet = file.fleet.unwrap_or_default();
+        if let Some(x) = &file.xboard {
+            XboardPoller::new(x).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         let max_line_bytes = file.max_line_bytes.unwrap_or(64 * 1024);
         if max_line_bytes < 256 {
             return Err(ConfigError::Invalid("max_line_bytes must be >= 256".into()));
@@ -353,6 +362,7 @@ impl Settings {
             registry: flags.registry.or(file.registry),
             file_sd,
             workload_entries: file.workload_entries,
+            xboard: file.xboard,
             attribute_unregistered_by_node_id: file
                 .attribute_unregistered_by_node_id
                 .unwrap_or(false),

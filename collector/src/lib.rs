@@ -42,6 +42,9 @@ pub enum Error {
     /// A `file_sd` entry cannot be set up.
     #[error(transparent)]
     FileSd(#[from] resolve::sources::file_sd::FileSdError),
+    /// The `xboard` source cannot be set up.
+    #[error(transparent)]
+    Xboard(#[from] resolve::sources::xboard::XboardError),
     /// Source/checkpoint problem at start-up.
     #[error(transparent)]
     Source(#[from] source::SourceError),

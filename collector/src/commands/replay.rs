@@ -65,6 +65,9 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Error> {
     if s.workload_entries.is_some() {
         tracing::warn!("replay ignores workload_entries (no Kubernetes watch in a replay)");
     }
+    if s.xboard.is_some() {
+        tracing::warn!("replay ignores xboard (the panel's list is a live source)");
+    }
     for p in &s.sources {
         if !p.contains(['*', '?', '[']) && !Path::new(p).exists() {
             return Err(Error::Usage(format!("log file `{p}` does not exist")));

@@ -8,6 +8,7 @@ use crate::export::http;
 use crate::pipeline::{LineProcessor, Shared};
 use crate::resolve::reload::{spawn_watcher, RegistryHandle};
 use crate::resolve::sources::file_sd::FileSdPoller;
+use crate::resolve::sources::xboard::XboardPoller;
 use crate::resolve::sources::{workload_entry, SourceId};
 use crate::source::{TailHandle, Tailer};
 use crate::Error;
@@ -28,9 +29,13 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
     flags.read_from = args.read_from;
     flags.sources.clone_from(&args.paths);
     let s = super::settings(args.common.config.as_deref(), flags)?;
-    if s.registry.is_none() && s.file_sd.is_empty() && s.workload_entries.is_none() {
+    if s.registry.is_none()
+        && s.file_sd.is_empty()
+        && s.workload_entries.is_none()
+        && s.xboard.is_none()
+    {
         return Err(Error::Usage(
-            "run needs --registry FILE (or `registry:`, `file_sd:` or `workload_entries:` in the config)"
+            "run needs --registry FILE (or `registry:`, `file_sd:`, `workload_entries:` or `xboard:` in the config)"
                 .into(),
         ));
     }
@@ -47,6 +52,10 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
     if s.workload_entries.is_some() {
         others.push(SourceId::WORKLOAD_ENTRY);
     }
+    let xboard = s.xboard.as_ref().map(XboardPoller::new).transpose()?;
+    if xboard.is_some() {
+        others.push(SourceId::XBOARD);
+    }
     let registry = RegistryHandle::with_sources(s.registry.as_deref(), others)?;
     spawn_watcher(
         registry.clone(),
@@ -58,6 +67,9 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
         .build()?;
     for p in pollers {
         rt.spawn(p.run(registry.clone()));
+    }
+    if let Some(x) = xboard {
+        rt.spawn(x.run(registry.clone()));
     }
     if let Some(we) = s.workload_entries.clone() {
         rt.spawn(workload_entry::run_in_cluster(registry.clone(), we));
