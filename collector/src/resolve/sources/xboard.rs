@@ -311,9 +311,7 @@ impl XboardPoller {
         let url = base
             .join(&format!("api/v2/{secure}/server/manage/getNodes"))
             .map_err(|_| config("url and secure_path do not form a URL"))?;
-        let label = base
-            .join("api/v2/…/server/manage/getNodes")
-            .map_or_else(|_| base.to_string(), |u| u.to_string());
+        let label = format!("{base}api/v2/…/server/manage/getNodes");
         let token = match (&cfg.token_file, &cfg.token_env) {
             (Some(f), None) => TokenSource::File(f.clone()),
             (None, Some(v)) if !v.is_empty() => TokenSource::Env(v.clone()),
