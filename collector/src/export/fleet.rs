@@ -143,6 +143,9 @@ pub struct Observation {
     pub registered: bool,
     /// Seconds since its latest request (`None`: never seen).
     pub last_seen_age_seconds: Option<f64>,
+    /// Silence threshold for this node, seconds (from [`FleetConfig::silent_after_seconds`];
+    /// per node so that per-node poll intervals can set it).
+    pub silent_after_seconds: u64,
     /// Counter increases over the rate window.
     pub rate_window: NodeCounts,
     /// Identity mismatches over the mismatch window.
@@ -150,8 +153,8 @@ pub struct Observation {
 }
 
 /// The status rule, shared by the page, `/api/nodes` and `vpslens status`. The first of these
-/// that holds wins: removed, never seen, silent (age strictly above the threshold, like the
-/// alert's `>`), erroring, identity mismatch, ok.
+/// that holds wins: removed, never seen, silent (age strictly above the observation's
+/// threshold, like the alert's `>`), erroring, identity mismatch, ok.
 pub fn status(rule: &FleetConfig, o: &Observation) -> Status {
     if !o.registered {
         return Status::Removed;
@@ -160,7 +163,7 @@ pub fn status(rule: &FleetConfig, o: &Observation) -> Status {
         return Status::NeverSeen;
     };
     #[allow(clippy::cast_precision_loss)]
-    if age > rule.silent_after_seconds as f64 {
+    if age > o.silent_after_seconds as f64 {
         return Status::Silent;
     }
     let w = &o.rate_window;
@@ -355,6 +358,8 @@ pub fn snapshot(shared: &Shared, now_ms: i64) -> Fleet {
         let obs = Observation {
             registered: node.is_some(),
             last_seen_age_seconds: age,
+            // One threshold for the fleet; a per-node poll interval would set 3 × it here.
+            silent_after_seconds: rule.silent_after_seconds,
             rate_window,
             identity_mismatches: since(&mism_base).identity_mismatch,
         };
@@ -552,6 +557,7 @@ mod tests {
         Observation {
             registered: true,
             last_seen_age_seconds: Some(age),
+            silent_after_seconds: FleetConfig::default().silent_after_seconds,
             ..Observation::default()
         }
     }
@@ -598,12 +604,12 @@ mod tests {
         o.last_seen_age_seconds = Some(500.0);
         assert_eq!(status(&rule, &o), Status::Silent);
         // The threshold is a parameter (per-node poll intervals).
-        let fast = FleetConfig {
+        let fast = |age| Observation {
             silent_after_seconds: 3,
-            ..FleetConfig::default()
+            ..seen(age)
         };
-        assert_eq!(status(&fast, &seen(3.5)), Status::Silent);
-        assert_eq!(status(&fast, &seen(2.5)), Status::Ok);
+        assert_eq!(status(&rule, &fast(3.5)), Status::Silent);
+        assert_eq!(status(&rule, &fast(2.5)), Status::Ok);
     }
 
     #[test]
@@ -615,6 +621,105 @@ mod tests {
         .unwrap();
         let want = format!("> 3 * {}", FleetConfig::default().silent_after_seconds / 3);
         assert!(rules.contains(&want), "VpsNodeSilent no longer says {want}");
+    }
+
+    fn event(node: u32, code: u16, at_ms: i64, mismatch: bool) -> crate::aggregate::Event<'static> {
+        crate::aggregate::Event {
+            node: Some(node),
+            route: 0,
+            method: 0,
+            code,
+            flags: None,
+            upstream_cluster: None,
+            duration_ms: Some(495),
+            bytes_received: 0,
+            bytes_sent: 0,
+            start_time_ms: at_ms,
+            identity_mismatch: mismatch,
+            node_id_fallback: false,
+            client: None,
+            claimed_node_id: None,
+            geo: crate::resolve::geo::GeoLabels::default(),
+        }
+    }
+
+    #[test]
+    fn snapshot_applies_the_rule_over_windows_and_sorts_worst_first() {
+        let reg = crate::resolve::Registry::from_bytes(
+            std::path::Path::new("r.yaml"),
+            b"nodes:\n  - {name: a-ok, addresses: [192.0.2.1]}\n  - {name: b-err, addresses: [192.0.2.2]}\n  - {name: c-never, addresses: [192.0.2.3]}\n  - {name: d-quiet, addresses: [192.0.2.4]}\n  - {name: e-mism, addresses: [192.0.2.5]}\n",
+        )
+        .unwrap();
+        let s = Shared::with_registry(reg, crate::aggregate::Limits::default());
+        let t0 = 1_800_000_000_000;
+        {
+            let mut a = s.lock();
+            let gone = a.node_id("z-gone");
+            a.record(&event(gone, 200, t0, false));
+            // d-quiet: busy and failing long ago, silent now.
+            let q = a.node_id("d-quiet");
+            for _ in 0..20 {
+                a.record(&event(q, 503, t0, false));
+            }
+            // e-mism: one mismatch long ago (outside the 600 s window).
+            let m = a.node_id("e-mism");
+            a.record(&event(m, 200, t0, true));
+        }
+        s.sample_history(t0);
+        let now = t0 + 700_000;
+        {
+            let mut a = s.lock();
+            let ok = a.node_id("a-ok");
+            let err = a.node_id("b-err");
+            let m = a.node_id("e-mism");
+            for i in 0..20 {
+                a.record(&event(ok, 200, now - 1_000, false));
+                a.record(&event(
+                    err,
+                    if i < 3 { 503 } else { 200 },
+                    now - 2_000,
+                    false,
+                ));
+            }
+            a.record(&event(m, 200, now - 500, false));
+        }
+        let f = snapshot(&s, now);
+        let got: Vec<(&str, Status)> = f
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.status))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("d-quiet", Status::Silent),
+                ("b-err", Status::Erroring),
+                ("c-never", Status::NeverSeen),
+                ("z-gone", Status::Removed),
+                ("a-ok", Status::Ok),
+                ("e-mism", Status::Ok),
+            ],
+            "an old mismatch and old errors are outside their windows"
+        );
+        let a = &f.nodes[4];
+        assert_eq!(a.requests_per_second, Some(round(20.0 / 700.0, 4)));
+        assert_eq!(a.p50_seconds, Some(0.375), "halfway into (250, 500] ms");
+        assert_eq!(a.last_seen_age_seconds, Some(1.0));
+        assert_eq!(f.nodes[1].error_ratio, Some(0.15));
+        assert_eq!(f.nodes[0].requests_total, 20);
+        assert_eq!(f.status_counts[&Status::Silent], 1);
+        assert_eq!(f.rate_window_seconds, 700.0);
+        // A recent mismatch counts.
+        s.sample_history(now);
+        {
+            let mut a = s.lock();
+            let m = a.node_id("e-mism");
+            a.record(&event(m, 200, now + 1_000, true));
+        }
+        let f = snapshot(&s, now + 2_000);
+        let e = f.nodes.iter().find(|n| n.name == "e-mism").unwrap();
+        assert_eq!(e.status, Status::IdentityMismatch);
+        assert_eq!(e.identity_mismatches_in_window, 1);
     }
 
     #[test]
