@@ -123,3 +123,45 @@ pub fn table(shared: &Shared) -> String {
     );
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_an_identity_mismatch_column() {
+        let reg = Registry::from_bytes(
+            std::path::Path::new("r.yaml"),
+            b"nodes:\n  - {name: jp-01, addresses: [192.0.2.1], node_id: 1}\n  - {name: jp-02, addresses: [192.0.2.2], node_id: 2}\n",
+        )
+        .unwrap();
+        let s = Shared::with_registry(reg, crate::aggregate::Limits::default());
+        let lines: Vec<String> = [("192.0.2.1", 2), ("192.0.2.1", 2), ("192.0.2.1", 1), ("192.0.2.2", 2)]
+            .iter()
+            .map(|(ip, id)| {
+                format!(
+                    r#"{{"start_time":"2026-11-23T05:38:15.940Z","method":"GET","path":"/api/v1/server/UniProxy/config?node_id={id}&node_type=vless","response_code":200,"duration":3,"bytes_received":0,"bytes_sent":10,"downstream_remote_address":"{ip}:5000"}}"#
+                )
+            })
+            .collect();
+        let mut p = crate::pipeline::LineProcessor::new(s.clone());
+        p.process(&crate::pipeline::Line::batch(&lines));
+        let t = table(&s);
+        let cols = |node: &str| -> Vec<String> {
+            t.lines()
+                .find(|l| l.starts_with(node))
+                .unwrap()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert!(t.lines().next().unwrap().contains(" MISMATCH "), "{t}");
+        assert_eq!(cols("jp-01")[1], "3", "{t}");
+        assert_eq!(
+            cols("jp-01")[6],
+            "2",
+            "two requests claimed node_id 2:\n{t}"
+        );
+        assert_eq!(cols("jp-02")[6], "0", "{t}");
+    }
+}
