@@ -723,6 +723,29 @@ mod tests {
     }
 
     #[test]
+    fn fleet_and_xboard_config_keys_are_checked() {
+        use crate::config::{FileConfig, Overrides, Settings};
+        let parse = |y: &str| serde_norway::from_str::<FileConfig>(y);
+        assert!(parse("fleet: {silent_after: 3}\n").is_err(), "unknown key");
+        let f = parse("fleet: {silent_after_seconds: 30}\n").unwrap();
+        let s = Settings::merge(f, Overrides::default()).unwrap();
+        assert_eq!(s.fleet.silent_after_seconds, 30);
+        assert_eq!(s.fleet.rate_window_seconds, 300, "serde default");
+        let f = parse("fleet: {error_ratio: 2}\n").unwrap();
+        assert!(Settings::merge(f, Overrides::default()).is_err());
+        let f = parse(
+            "xboard: {url: 'https://p.example', secure_path: x, token_file: /t, token_env: T}\n",
+        )
+        .unwrap();
+        let e = Settings::merge(f, Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("exactly one of"), "{e}");
+        assert!(
+            parse("xboard: {url: 'https://p.example', secure_path: x, token: abc}\n").is_err(),
+            "the token itself is not a config key"
+        );
+    }
+
+    #[test]
     fn numbers_are_rounded() {
         assert_eq!(round(0.494_999_999_999_999_94, 4), 0.495);
         assert_eq!(serde_json::to_string(&round(0.1 + 0.2, 4)).unwrap(), "0.3");
