@@ -578,6 +578,51 @@ mod tests {
     }
 
     #[test]
+    fn a_host_that_stops_resolving_keeps_its_last_addresses() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut p = XboardPoller::new(&cfg()).unwrap();
+        let node = |id: u32, host: &str| PanelNode {
+            id,
+            kind: None,
+            name: Some(format!("n{id}")),
+            host: Some(host.into()),
+            enabled: None,
+        };
+        // Resolved once (as if DNS had answered), then the name stops resolving.
+        p.dns.insert(
+            "was-here.invalid".into(),
+            vec!["192.0.2.9".parse().unwrap()],
+        );
+        p.dns
+            .insert("dropped.invalid".into(), vec!["192.0.2.8".parse().unwrap()]);
+        let panel = [
+            node(1, "Was-Here.invalid"),
+            node(2, "localhost"),
+            node(3, "[2001:DB8::1]"),
+        ];
+        rt.block_on(p.resolve(&panel));
+        assert_eq!(
+            p.dns["was-here.invalid"],
+            ["192.0.2.9".parse::<IpAddr>().unwrap()]
+        );
+        assert!(
+            !p.dns.contains_key("dropped.invalid"),
+            "hosts no node uses are forgotten"
+        );
+        assert!(p.dns["localhost"].iter().all(IpAddr::is_loopback));
+        assert_eq!(
+            p.dns["2001:db8::1"],
+            ["2001:db8::1".parse::<IpAddr>().unwrap()]
+        );
+        let l = to_nodes(&panel, &p.dns);
+        assert_eq!(l.nodes[0].addresses, ["192.0.2.9"]);
+        assert_eq!(l.skipped, 0);
+    }
+
+    #[test]
     fn non_success_envelopes_are_errors() {
         for doc in [
             &br#"{"message":"Unauthorized"}"#[..],
