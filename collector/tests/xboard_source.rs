@@ -303,3 +303,109 @@ fn xboard_token_from_an_environment_variable() {
     );
     assert_eq!(names(&h).len(), 4);
 }
+
+#[test]
+fn run_binary_lists_the_panels_nodes_without_logging_secrets() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let panel = Arc::new(Mutex::new(Panel {
+        doc: fixture(),
+        hits: 0,
+    }));
+    let app = axum::Router::new()
+        .route("/api/v2/{secure}/server/manage/getNodes", get(get_nodes))
+        .with_state(panel.clone());
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("Bearer {TOKEN}\n")).unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "xboard: {{url: 'http://{addr}', secure_path: {SECURE}, token_file: '{}', refresh_seconds: 1}}\nsources: ['{}']\n",
+            token_file.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let listen: std::net::SocketAddr =
+        format!("127.0.0.1:{}", vpslens_testkit::free_port().unwrap())
+            .parse()
+            .unwrap();
+    let mut v = vpslens_testkit::Vpslens::run_with_env(
+        Path::new(env!("CARGO_BIN_EXE_vpslens")),
+        &[
+            "run",
+            "--config",
+            &config.display().to_string(),
+            "--listen",
+            &listen.to_string(),
+        ],
+        &[("VPSLENS_LOG", "debug")],
+    )
+    .unwrap();
+    v.wait_for_metrics(listen, std::time::Duration::from_secs(30))
+        .unwrap();
+    let nodes = vpslens_testkit::process::wait_for_value(
+        "the panel's nodes on /api/nodes",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(200),
+        || {
+            let (_, body) = vpslens_testkit::http::get(&format!("http://{listen}/api/nodes"))?;
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            let mut names: Vec<(String, String)> = v["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| {
+                    (
+                        n["name"].as_str().unwrap().to_owned(),
+                        n["status"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            names.sort();
+            Ok((names.len() == 4).then_some(names))
+        },
+    )
+    .unwrap();
+    assert!(nodes.iter().all(|(_, s)| s == "never_seen"), "{nodes:?}");
+    // Refreshed every second: a node removed from the panel leaves the registry.
+    panel.lock().unwrap().doc = without(&fixture(), 3);
+    vpslens_testkit::process::wait_until(
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(200),
+        || {
+            vpslens_testkit::http::get(&format!("http://{listen}/api/nodes"))
+                .is_ok_and(|(_, b)| !b.contains("\"us-01\"") && b.contains("\"jp-02\""))
+        },
+    )
+    .unwrap();
+    let (_, page) = vpslens_testkit::http::get(&format!("http://{listen}/")).unwrap();
+    assert!(
+        page.contains("<dt>source xboard</dt><dd>3 nodes, last update ok"),
+        "{page}"
+    );
+    let m = v.scrape(listen).unwrap();
+    assert!(
+        has(&m, r#"vpslens_registry_source_nodes{source="xboard"} 3"#),
+        "{m}"
+    );
+    v.stop_graceful().unwrap();
+    let out = v.output();
+    assert!(out.contains("registry reloaded"), "{out}");
+    for secret in [TOKEN, SECURE] {
+        assert!(!out.contains(secret), "{secret} in the logs:\n{out}");
+        assert!(!m.contains(secret) && !page.contains(secret));
+    }
+}
