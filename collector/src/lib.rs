@@ -48,6 +48,9 @@ pub enum Error {
     /// A `file_sd` entry cannot be set up.
     #[error(transparent)]
     FileSd(#[from] resolve::sources::file_sd::FileSdError),
+    /// The `xboard` source cannot be set up.
+    #[error(transparent)]
+    Xboard(#[from] resolve::sources::xboard::XboardError),
     /// Source/checkpoint problem at start-up.
     #[error(transparent)]
     Source(#[from] source::SourceError),
@@ -73,4 +76,7 @@ pub enum Error {
     /// I/O (write).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// `vpslens status` could not read the daemon.
+    #[error("cannot read the daemon at {0}")]
+    Daemon(String),
 }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use vpslens::cli::{Cli, Command, LogFormat};
-use vpslens::commands::{replay, run};
+use vpslens::commands::status::Outcome;
+use vpslens::commands::{replay, run, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,6 +29,17 @@ fn main() -> ExitCode {
         }
         Command::Man { command } => {
             vpslens::cli::render_man(command.as_deref(), &mut std::io::stdout())
+        }
+        Command::Status(a) => {
+            // 0: no node silent, 1: a node is silent, 2: the daemon could not be read.
+            return match status::status(a) {
+                Ok(Outcome::Healthy) => ExitCode::SUCCESS,
+                Ok(Outcome::Silent) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("vpslens: error: {e}");
+                    ExitCode::from(2)
+                }
+            };
         }
     };
     match result {

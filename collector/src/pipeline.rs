@@ -87,6 +87,10 @@ pub struct Shared {
     /// Expected seconds between a node's polls when its registry entry has no
     /// `poll_interval_seconds` label (config `default_poll_interval_seconds`, default 60).
     pub default_poll_interval_seconds: AtomicU64,
+    /// The status rule and windows of the fleet page, `/api/nodes` and `vpslens status`.
+    pub fleet: crate::export::fleet::FleetConfig,
+    /// Periodic samples of the counters, for windowed rates ([`Shared::sample_history`]).
+    pub history: Mutex<crate::aggregate::window::History>,
 }
 
 impl SourceStats {
@@ -119,6 +123,8 @@ impl Shared {
             istio,
             ready: AtomicBool::new(false),
             default_poll_interval_seconds: AtomicU64::new(60),
+            fleet: crate::export::fleet::FleetConfig::default(),
+            history: Mutex::new(crate::aggregate::window::History::default()),
         })
     }
 
@@ -148,6 +154,20 @@ impl Shared {
         let registered = |n: &str| registry.index_of(n).is_some();
         self.lock()
             .sweep_removed(&registered, now_seconds, grace_seconds)
+    }
+
+    /// Adds a sample of the counters at `now_ms` (Unix ms) to the history unless the newest is
+    /// younger than its minimum gap. `vpslens run` calls it every 10 s; the fleet views call
+    /// it too, so windows exist without the daemon's loop (replays, tests).
+    pub fn sample_history(&self, now_ms: i64) {
+        let mut h = self
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if h.wants(now_ms) {
+            let s = crate::aggregate::window::Sample::take(&self.lock(), now_ms);
+            h.push(s);
+        }
     }
 
     /// Locks the aggregator, recovering from a poisoned lock (a panic elsewhere must not stop
@@ -366,6 +386,7 @@ impl LineProcessor {
             identity_mismatch,
             node_id_fallback,
             client: if node.is_none() { Some(ip) } else { None },
+            claimed_node_id: if node.is_none() { target.node_id } else { None },
             geo: GeoLabels::default(),
         })
     }

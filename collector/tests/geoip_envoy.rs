@@ -173,6 +173,13 @@ fn unregistered_clients_are_counted_by_country_and_asn_through_envoy() -> Result
         (Some("NL"), Some("AS64500")),
         "{top}"
     );
+    // The fleet page shows the same row with its country and ASN.
+    let (_, page) = vpslens_testkit::http::get(&format!("http://{listen}/"))?;
+    let row = page
+        .lines()
+        .find(|l| l.starts_with("<tr data-address=\"198.51.100.50\">"))
+        .unwrap_or_else(|| panic!("no row in\n{page}"));
+    assert!(row.ends_with("<td>NL</td><td>AS64500</td></tr>"), "{row}");
     vpslens.stop_graceful()?;
     Ok(())
 }

@@ -150,6 +150,17 @@ pub fn hadolint() -> Result<PathBuf> {
     find("VPSLENS_HADOLINT", &[], &["hadolint"], "hadolint")
 }
 
+/// Headless Chromium (`$VPSLENS_CHROMIUM`, Debian's `/usr/bin/chromium`, `PATH`), for the
+/// pages a person looks at.
+pub fn chromium() -> Result<PathBuf> {
+    find(
+        "VPSLENS_CHROMIUM",
+        &["/usr/bin/chromium"],
+        &["chromium", "chromium-browser"],
+        "chromium",
+    )
+}
+
 /// A tool (`promtool`, `amtool`, `mtail`, `kubectl`, `node`, `hadolint`) found like the
 /// functions above; panics with an install hint, for test helpers that must fail rather than
 /// skip.

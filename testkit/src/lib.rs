@@ -12,6 +12,7 @@
 //! * [`prometheus::Prometheus`], [`alertmanager::Alertmanager`] — real
 //!   Prometheus/Alertmanager servers with temp storage.
 //! * [`vpslens::Vpslens`] — runs the collector binary with captured output.
+//! * [`chromium`] — headless Chromium: a page's DOM after load, screenshots.
 //! * [`mmdb`] — a minimal MaxMind DB writer for GeoIP test databases.
 //! * [`process`] — [`process::ManagedServer`] (the servers above), child guards, free
 //!   ports, bounded waits.
@@ -24,6 +25,7 @@
 
 pub mod alertmanager;
 pub mod bins;
+pub mod chromium;
 pub mod client;
 pub mod envoy;
 pub mod fixtures;

@@ -12,6 +12,7 @@
 pub mod histogram;
 pub mod table;
 pub mod topk;
+pub mod window;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -278,6 +279,9 @@ pub struct Event<'a> {
     pub node_id_fallback: bool,
     /// The client address, set only for unregistered clients (heavy-hitter tracking).
     pub client: Option<IpAddr>,
+    /// The request's `node_id` query parameter, kept for unregistered clients only (the
+    /// heavy hitters remember the latest one per address; never a label).
+    pub claimed_node_id: Option<u32>,
     /// GeoIP country/ASN of an unregistered client (default: unknown).
     pub geo: GeoLabels,
 }
@@ -448,7 +452,8 @@ impl Aggregator {
                 })
                 .or_insert(0) += 1;
             if let Some(ip) = ev.client {
-                self.unregistered_top.observe(ip, ev.start_time_ms);
+                self.unregistered_top
+                    .observe_claim(ip, ev.start_time_ms, ev.claimed_node_id);
             }
             return;
         };
@@ -612,6 +617,7 @@ mod tests {
             identity_mismatch: false,
             node_id_fallback: false,
             client: None,
+            claimed_node_id: None,
             geo: GeoLabels::default(),
         }
     }

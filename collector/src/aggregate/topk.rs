@@ -22,6 +22,11 @@ pub struct HeavyHitter {
     pub error: u64,
     /// Latest `start_time` seen from it (Unix ms).
     pub last_seen_ms: i64,
+    /// The latest `node_id` query parameter it sent (requests without one keep the previous
+    /// value): which node an unregistered address claims to be. One integer per tracked
+    /// address, never a label.
+    #[serde(default)]
+    pub claimed_node_id: Option<u32>,
 }
 
 /// A heap entry: a slot's count (copied, so sifting never reads the slots) and the slot.
@@ -141,12 +146,25 @@ impl TopK {
         self.place(at, e);
     }
 
-    /// Counts one request from `address` at `start_time_ms`.
+    /// Counts one request from `address` at `start_time_ms` that carried no `node_id`.
     pub fn observe(&mut self, address: IpAddr, start_time_ms: i64) {
+        self.observe_claim(address, start_time_ms, None);
+    }
+
+    /// Counts one request from `address` at `start_time_ms` whose `node_id` query parameter was
+    /// `claimed` (kept as the address's latest claim when `Some`).
+    pub fn observe_claim(&mut self, address: IpAddr, start_time_ms: i64, claimed: Option<u32>) {
         if let Some(&i) = self.index.get(&address) {
             let h = &mut self.slots[i as usize];
             h.count += 1;
-            h.last_seen_ms = h.last_seen_ms.max(start_time_ms);
+            if start_time_ms >= h.last_seen_ms {
+                h.last_seen_ms = start_time_ms;
+                if claimed.is_some() {
+                    h.claimed_node_id = claimed;
+                }
+            } else if h.claimed_node_id.is_none() {
+                h.claimed_node_id = claimed;
+            }
             // The key only grew: it can only move down.
             let at = self.pos[i as usize] as usize;
             self.heap[at].count = h.count;
@@ -163,6 +181,7 @@ impl TopK {
                 count: 1,
                 error: 0,
                 last_seen_ms: start_time_ms,
+                claimed_node_id: claimed,
             });
             self.index.insert(address, i);
             self.heap.push(HeapEntry { count: 1, slot: i });
@@ -182,6 +201,7 @@ impl TopK {
             count: min + 1,
             error: min,
             last_seen_ms: start_time_ms,
+            claimed_node_id: claimed,
         };
         self.index.insert(address, root.slot);
         self.heap[0].count = min + 1;
@@ -250,6 +270,7 @@ mod tests {
                     count: 1,
                     error: 0,
                     last_seen_ms: t,
+                    claimed_node_id: None,
                 });
             } else {
                 let i = (0..slots.len())
@@ -261,6 +282,7 @@ mod tests {
                     count: min + 1,
                     error: min,
                     last_seen_ms: t,
+                    claimed_node_id: None,
                 };
             }
         }
@@ -312,5 +334,45 @@ mod tests {
         assert_eq!(r.top(1)[0].address, ip(1));
         assert_eq!(r.top(1)[0].last_seen_ms, 7);
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn heavy_hitters_remember_the_latest_claimed_node_id() {
+        let mut t = TopK::new(2);
+        t.observe_claim(ip(1), 5, Some(7));
+        t.observe_claim(ip(1), 6, None);
+        assert_eq!(
+            t.top(1)[0].claimed_node_id,
+            Some(7),
+            "no node_id keeps the claim"
+        );
+        t.observe_claim(ip(1), 8, Some(9));
+        assert_eq!(
+            t.top(1)[0].claimed_node_id,
+            Some(9),
+            "the latest claim wins"
+        );
+        t.observe_claim(ip(1), 7, Some(3));
+        assert_eq!(
+            t.top(1)[0].claimed_node_id,
+            Some(9),
+            "an older line does not"
+        );
+        // An evicted slot takes the newcomer's claim, not the old one's.
+        t.observe_claim(ip(2), 8, Some(4));
+        t.observe_claim(ip(3), 9, Some(5));
+        let by_addr: Vec<(IpAddr, Option<u32>)> = t
+            .top(2)
+            .iter()
+            .map(|h| (h.address, h.claimed_node_id))
+            .collect();
+        assert!(by_addr.contains(&(ip(3), Some(5))), "{by_addr:?}");
+        // Checkpoints keep it; older checkpoints without the field read as `None`.
+        let mut r: TopK = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        r.restore();
+        assert_eq!(r.top(1)[0].claimed_node_id, Some(9));
+        let old = r#"{"capacity":2,"slots":[{"address":"192.0.2.1","count":1,"error":0,"last_seen_ms":1}]}"#;
+        let o: TopK = serde_json::from_str(old).unwrap();
+        assert_eq!(o.top(1)[0].claimed_node_id, None);
     }
 }

@@ -1,8 +1,10 @@
-//! `vpslens run`, `vpslens replay` and the helper subcommands (`completions`, `man`).
+//! `vpslens run`, `vpslens replay`, `vpslens status` and the helper subcommands
+//! (`completions`, `man`).
 
 pub mod preflight;
 pub mod replay;
 pub mod run;
+pub mod status;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ pub(crate) fn shared(
     default_threads: usize,
 ) -> Result<Arc<Shared>, Error> {
     let geo = Geo::open(&s.geoip)?;
-    let shared = Shared::new(
+    let mut shared = Shared::new(
         PipelineConfig {
             format: s.format,
             client: s.client,
@@ -50,5 +52,10 @@ pub(crate) fn shared(
         s.file.default_poll_interval_seconds,
         std::sync::atomic::Ordering::Relaxed,
     );
+    // Just created: the only reference.
+    if let Some(sh) = Arc::get_mut(&mut shared) {
+        sh.fleet = s.file.fleet.clone();
+        sh.history = std::sync::Mutex::new(s.file.fleet.history());
+    }
     Ok(shared)
 }

@@ -77,6 +77,9 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Error> {
     if f.workload_entries.is_some() {
         tracing::warn!("replay ignores workload_entries (no Kubernetes watch in a replay)");
     }
+    if f.xboard.is_some() {
+        tracing::warn!("replay ignores xboard (the panel's list is a live source)");
+    }
     let shared = super::shared(
         &s,
         registry,

@@ -10,6 +10,7 @@ use crate::export::server::{self, Role, ServeOptions, ServerError};
 use crate::pipeline::{LineProcessor, Shared};
 use crate::resolve::reload::{spawn_watcher, RegistryHandle};
 use crate::resolve::sources::file_sd::FileSdPoller;
+use crate::resolve::sources::xboard::XboardPoller;
 use crate::resolve::sources::{workload_entry, SourceId};
 use crate::source::checkpoint::CheckpointError;
 use crate::source::{SourceError, TailHandle, Tailer};
@@ -42,9 +43,13 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
     flags.sources.clone_from(&args.paths);
     let s = super::settings(args.common.config.as_deref(), flags)?;
     let f = &s.file;
-    if f.registry.is_none() && f.file_sd.is_empty() && f.workload_entries.is_none() {
+    if f.registry.is_none()
+        && f.file_sd.is_empty()
+        && f.workload_entries.is_none()
+        && f.xboard.is_none()
+    {
         return Err(Error::Usage(
-            "run needs --registry FILE (or `registry:`, `file_sd:` or `workload_entries:` in the config)"
+            "run needs --registry FILE (or `registry:`, `file_sd:`, `workload_entries:` or `xboard:` in the config)"
                 .into(),
         ));
     }
@@ -78,6 +83,10 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
     if f.workload_entries.is_some() {
         others.push(SourceId::WORKLOAD_ENTRY);
     }
+    let xboard = f.xboard.as_ref().map(XboardPoller::new).transpose()?;
+    if xboard.is_some() {
+        others.push(SourceId::XBOARD);
+    }
     let registry = RegistryHandle::with_sources(f.registry.as_deref(), others)?;
     spawn_watcher(
         registry.clone(),
@@ -89,6 +98,9 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
         .build()?;
     for p in pollers {
         rt.spawn(p.run(registry.clone()));
+    }
+    if let Some(x) = xboard {
+        rt.spawn(x.run(registry.clone()));
     }
     if let Some(we) = f.workload_entries.clone() {
         rt.spawn(workload_entry::run_in_cluster(registry.clone(), we));
@@ -160,8 +172,9 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
     result.map_err(Error::from)
 }
 
-/// Periodically forgets series of nodes removed from the registry longer than `grace` ago.
-/// Also warns once when `client_ip: xff` leaves most lines without a client (`hops`).
+/// Periodically forgets series of nodes removed from the registry longer than `grace` ago,
+/// and samples the counters for the fleet view's windows. Also warns once when
+/// `client_ip: xff` leaves most lines without a client (`hops`).
 async fn sweep_loop(shared: Arc<Shared>, grace: u64, hops: Option<u8>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     let mut xff_pending = hops.is_some();
@@ -175,6 +188,11 @@ async fn sweep_loop(shared: Arc<Shared>, grace: u64, hops: Option<u8>) {
                 preflight::xff_warning(h, ok, no_client);
             }
         }
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            s.sample_history(crate::export::fleet::now_ms());
+        })
+        .await;
         let dropped = shared.sweep_removed(crate::unix_now_seconds(), grace);
         if dropped > 0 {
             tracing::info!(dropped, "removed series of nodes no longer in the registry");

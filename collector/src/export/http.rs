@@ -1,5 +1,5 @@
-//! HTTP endpoints: `/metrics`, `/metrics/istio`, `/healthz`, `/readyz`, `/api/nodes`,
-//! `/api/unregistered`.
+//! HTTP endpoints: `/` (the fleet page), `/metrics`, `/metrics/istio`, `/healthz`, `/readyz`,
+//! `/api/nodes`, `/api/unregistered`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use super::exposition::Dialect;
-use super::{metrics, summary};
+use super::{fleet, metrics, page};
 use crate::pipeline::Shared;
 
 /// The router. `/metrics` negotiates Prometheus text 0.0.4 vs OpenMetrics from `Accept`.
@@ -22,6 +22,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics/istio", get(istio_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/", get(fleet_page))
         .route("/api/nodes", get(nodes))
         .route("/api/unregistered", get(unregistered))
         .with_state(shared)
@@ -79,44 +80,81 @@ struct Limit {
 }
 
 /// The busiest clients missing from the registry (space-saving estimates): the list an
-/// operator uses to find VPS nodes that were bought but not registered. With GeoIP, each row
-/// also has `country`/`asn`.
+/// operator uses to find VPS nodes that were bought but not registered. Each row has the
+/// `node_id` the address claims (and the registry node with that id); with GeoIP, also
+/// `country`/`asn`. A JSON array of [`fleet::UnregisteredView`].
 async fn unregistered(
     State(s): State<Arc<Shared>>,
     axum::extract::Query(q): axum::extract::Query<Limit>,
 ) -> Response {
     let n = q.limit.unwrap_or(50).min(1000);
-    let top = s.lock().unregistered_top.top(n);
-    let geo = s.config.geo.as_deref();
-    let rows: Vec<serde_json::Value> = top
-        .iter()
-        .map(|h| {
-            let mut row = serde_json::json!({
-                "address": h.address.to_string(),
-                "requests": h.count,
-                "requests_at_least": h.count - h.error,
-                "last_seen_seconds": h.last_seen_ms as f64 / 1000.0,
-            });
-            // GeoIP on: the address's country/ASN as the metrics label them (uncapped here:
-            // at most `limit` rows, never a label).
-            if let (Some(g), Some(obj)) = (geo, row.as_object_mut()) {
-                let l = g.lookup(h.address);
-                if g.has_country() {
-                    obj.insert("country".into(), l.country_label().into());
-                }
-                if g.has_asn() {
-                    obj.insert("asn".into(), l.asn_label().as_str().into());
-                }
-            }
-            row
-        })
-        .collect();
-    Json(rows).into_response()
+    Json(fleet::unregistered(&s, n)).into_response()
 }
 
-async fn nodes(State(s): State<Arc<Shared>>) -> Response {
-    match tokio::task::spawn_blocking(move || summary::rows(&s).0).await {
-        Ok(rows) => Json(rows).into_response(),
+/// `?label=k=v,…&status=NAME` for `/api/nodes`.
+#[derive(Debug, serde::Deserialize)]
+struct NodesQuery {
+    label: Option<String>,
+    status: Option<String>,
+}
+
+/// [`fleet::Fleet`] as JSON; `label`/`status` keep matching nodes only (the counts stay the
+/// fleet's).
+async fn nodes(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<NodesQuery>,
+) -> Response {
+    let status = match q.status.as_deref().map(|x| (x, fleet::Status::parse(x))) {
+        Some((x, None)) => {
+            return (StatusCode::BAD_REQUEST, format!("unknown status {x:?}\n")).into_response()
+        }
+        Some((_, Some(st))) => vec![st],
+        None => Vec::new(),
+    };
+    let labels = q
+        .label
+        .as_deref()
+        .map(fleet::parse_label_filter)
+        .unwrap_or_default();
+    let r = tokio::task::spawn_blocking(move || {
+        let mut f = fleet::snapshot(&s, fleet::now_ms());
+        if !labels.is_empty() || !status.is_empty() {
+            f.nodes = fleet::filter_nodes(&f.nodes, &labels, &status)
+                .cloned()
+                .collect();
+        }
+        f
+    })
+    .await;
+    match r {
+        Ok(f) => Json(f).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The fleet page (see [`page`]).
+async fn fleet_page(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<page::PageQuery>,
+) -> Response {
+    let r = tokio::task::spawn_blocking(move || {
+        let f = fleet::snapshot(&s, fleet::now_ms());
+        let u = fleet::unregistered(&s, 50);
+        page::render(&f, &u, &q)
+    })
+    .await;
+    match r {
+        Ok(html) => (
+            [
+                (CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    axum::http::header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+                ),
+            ],
+            html,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -1,8 +1,11 @@
-//! Export stage: exposition text, Istio/Kiali shapes, HTTP endpoints and summaries.
+//! Export stage: exposition text, Istio/Kiali shapes, HTTP endpoints, the fleet view and page,
+//! and summaries.
 
 pub mod exposition;
+pub mod fleet;
 pub mod http;
 pub mod istio;
 pub mod metrics;
+pub mod page;
 pub mod server;
 pub mod summary;

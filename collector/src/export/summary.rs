@@ -1,44 +1,12 @@
-//! Per-node summaries: the `replay` table and `GET /api/nodes`.
+//! The `replay` table (the daemon's views are in [`super::fleet`]).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
-
-use serde::Serialize;
 
 use crate::aggregate::{Aggregator, Histogram, CODE_OTHER};
 use crate::pipeline::Shared;
 use crate::resolve::{Node, Registry};
-
-/// One node's totals.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct NodeRow {
-    /// Node name.
-    pub name: String,
-    /// True if the node is in the registry in force.
-    pub registered: bool,
-    /// Xboard node id from the registry.
-    pub node_id: Option<u32>,
-    /// Registry addresses (CIDR notation).
-    pub addresses: Vec<String>,
-    /// Registry labels.
-    pub labels: BTreeMap<String, String>,
-    /// Requests.
-    pub requests: u64,
-    /// Requests answered 5xx or not answered (code 0).
-    pub errors: u64,
-    /// Requests answered 4xx.
-    pub client_errors: u64,
-    /// Median duration (ms), interpolated in Envoy's buckets like `histogram_quantile`.
-    pub p50_ms: Option<f64>,
-    /// 99th percentile duration (ms), same method.
-    pub p99_ms: Option<f64>,
-    /// Latest `start_time` (Unix seconds).
-    pub last_seen_seconds: Option<f64>,
-    /// Requests whose `node_id` contradicted the registry.
-    pub identity_mismatch: u64,
-}
 
 /// One node's request totals and merged duration histogram.
 #[derive(Debug, Clone, Copy, Default)]
@@ -95,38 +63,6 @@ fn listing<'a>(
     v
 }
 
-/// Totals for every registered node (seen or not) and every node with counters.
-pub fn rows(shared: &Shared) -> (Vec<NodeRow>, u64) {
-    let registry = shared.registry.current();
-    let agg = shared.lock();
-    let totals = totals_by_id(&agg);
-    let rows = listing(&registry, &agg, &totals)
-        .into_iter()
-        .map(|(name, node, id)| {
-            let t = id.and_then(|id| totals.get(id as usize).copied().flatten());
-            let st = id.and_then(|id| agg.node_stats(id));
-            NodeRow {
-                name: name.to_owned(),
-                registered: node.is_some(),
-                node_id: node.and_then(|n| n.node_id),
-                addresses: node.map_or_else(Vec::new, |n| {
-                    n.addresses.iter().map(ToString::to_string).collect()
-                }),
-                labels: node.map_or_else(BTreeMap::new, |n| n.labels.clone()),
-                requests: t.map_or(0, |t| t.requests),
-                errors: t.map_or(0, |t| t.errors),
-                client_errors: t.map_or(0, |t| t.client_errors),
-                p50_ms: t.and_then(|t| t.duration.quantile(0.5)),
-                p99_ms: t.and_then(|t| t.duration.quantile(0.99)),
-                last_seen_seconds: st.and_then(|st| last_seen_seconds(st.last_seen_ms)),
-                identity_mismatch: st.map_or(0, |st| st.identity_mismatch),
-            }
-        })
-        .collect();
-    let unregistered = agg.unregistered().map(|(_, c)| *c).sum();
-    (rows, unregistered)
-}
-
 fn last_seen_seconds(ms: i64) -> Option<f64> {
     #[allow(clippy::cast_precision_loss)]
     (ms > 0).then(|| ms as f64 / 1000.0)
@@ -141,17 +77,16 @@ pub fn table(shared: &Shared) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<16} {:>9} {:>8} {:>6} {:>9} {:>9}  LAST_SEEN",
-        "NODE", "REQUESTS", "ERRORS", "4XX", "P50_MS", "P99_MS"
+        "{:<16} {:>9} {:>8} {:>6} {:>9} {:>9} {:>8}  LAST_SEEN",
+        "NODE", "REQUESTS", "ERRORS", "4XX", "P50_MS", "P99_MS", "MISMATCH"
     );
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
     for (name, node, id) in listing(&registry, &agg, &totals) {
         let t = id
             .and_then(|id| totals.get(id as usize).copied().flatten())
             .unwrap_or_default();
-        let seen = id
-            .and_then(|id| agg.node_stats(id))
-            .and_then(|st| last_seen_seconds(st.last_seen_ms));
+        let st = id.and_then(|id| agg.node_stats(id));
+        let seen = st.and_then(|st| last_seen_seconds(st.last_seen_ms));
         let last = seen.map_or_else(
             || "never".to_owned(),
             |secs| {
@@ -166,13 +101,14 @@ pub fn table(shared: &Shared) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<16} {:>9} {:>8} {:>6} {:>9} {:>9}  {}",
+            "{:<16} {:>9} {:>8} {:>6} {:>9} {:>9} {:>8}  {}",
             name,
             t.requests,
             t.errors,
             t.client_errors,
             ms(t.duration.quantile(0.5)),
             ms(t.duration.quantile(0.99)),
+            st.map_or(0, |st| st.identity_mismatch),
             last
         );
     }
@@ -182,8 +118,50 @@ pub fn table(shared: &Shared) -> String {
     let _ = writeln!(s, "{:<16} {:>9}", "(unregistered)", unregistered);
     let _ = writeln!(
         s,
-        "lines: ok={} malformed={} no_client={} too_long={}   ERRORS = 5xx + no response (code 0)",
+        "lines: ok={} malformed={} no_client={} too_long={}   ERRORS = 5xx + no response (code 0); MISMATCH = requests with another node's node_id",
         lines[0], lines[1], lines[2], lines[3]
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_an_identity_mismatch_column() {
+        let reg = Registry::from_bytes(
+            std::path::Path::new("r.yaml"),
+            b"nodes:\n  - {name: jp-01, addresses: [192.0.2.1], node_id: 1}\n  - {name: jp-02, addresses: [192.0.2.2], node_id: 2}\n",
+        )
+        .unwrap();
+        let s = Shared::with_registry(reg, crate::aggregate::Limits::default());
+        let lines: Vec<String> = [("192.0.2.1", 2), ("192.0.2.1", 2), ("192.0.2.1", 1), ("192.0.2.2", 2)]
+            .iter()
+            .map(|(ip, id)| {
+                format!(
+                    r#"{{"start_time":"2026-11-23T05:38:15.940Z","method":"GET","path":"/api/v1/server/UniProxy/config?node_id={id}&node_type=vless","response_code":200,"duration":3,"bytes_received":0,"bytes_sent":10,"downstream_remote_address":"{ip}:5000"}}"#
+                )
+            })
+            .collect();
+        let mut p = crate::pipeline::LineProcessor::new(s.clone());
+        p.process(&crate::pipeline::Line::batch(&lines));
+        let t = table(&s);
+        let cols = |node: &str| -> Vec<String> {
+            t.lines()
+                .find(|l| l.starts_with(node))
+                .unwrap()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert!(t.lines().next().unwrap().contains(" MISMATCH "), "{t}");
+        assert_eq!(cols("jp-01")[1], "3", "{t}");
+        assert_eq!(
+            cols("jp-01")[6],
+            "2",
+            "two requests claimed node_id 2:\n{t}"
+        );
+        assert_eq!(cols("jp-02")[6], "0", "{t}");
+    }
 }

@@ -6,13 +6,17 @@
 //! - [`SourceKind::WorkloadEntry`] — Istio `WorkloadEntry` objects watched through the
 //!   Kubernetes API (`workload_entries:`), see [`workload_entry`];
 //! - [`SourceKind::FileSd`] — Prometheus `file_sd` JSON from a file or an HTTP URL
-//!   (`file_sd:`), see [`file_sd`].
+//!   (`file_sd:`), see [`file_sd`];
+//! - [`SourceKind::Xboard`] — the Xboard panel's admin node list, hosts resolved by DNS
+//!   (`xboard:`), see [`xboard`].
 //!
 //! Each source instance keeps its own **last good** list: a broken update (unreadable file,
 //! HTTP error, bad JSON, an invalid node) is counted and logged, and the instance's previous
 //! list stays in the merge. [`merge`] combines the lists by **precedence** — node file, then
-//! WorkloadEntry, then file_sd (several `file_sd` entries: the earlier entry wins) — *by node
-//! name*: the first source that names a node owns it whole (addresses, `node_id`, labels); the
+//! WorkloadEntry, then file_sd (several `file_sd` entries: the earlier entry wins), then
+//! Xboard — *by node name*. Xboard comes last because its addresses are derived (a node's
+//! `host` resolved by DNS, which may be a CDN or relay): any list an operator writes can
+//! override a panel node by naming it. By name: the first source that names a node owns it whole (addresses, `node_id`, labels); the
 //! same name from a lower-precedence source is dropped, not merged, and counted as shadowed.
 //! Address conflicts between different names are then resolved by
 //! [`Registry::build`](super::Registry::build) (smaller name wins), exactly as within one file.
@@ -20,13 +24,14 @@
 pub mod file_sd;
 pub mod node_file;
 pub mod workload_entry;
+pub mod xboard;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::NodeSpec;
 
 /// The kind of a registry source; its [`label`](SourceKind::label) is the `source` label of
-/// the `vpslens_registry_source_*` metrics (a fixed set of three values).
+/// the `vpslens_registry_source_*` metrics (a fixed set of four values).
 ///
 /// Declaration order is merge precedence (highest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -37,22 +42,26 @@ pub enum SourceKind {
     WorkloadEntry,
     /// Prometheus `file_sd` JSON (`file_sd:`).
     FileSd,
+    /// The Xboard panel's admin API (`xboard:`).
+    Xboard,
 }
 
 impl SourceKind {
     /// Every kind, in precedence order.
-    pub const ALL: [SourceKind; 3] = [
+    pub const ALL: [SourceKind; 4] = [
         SourceKind::File,
         SourceKind::WorkloadEntry,
         SourceKind::FileSd,
+        SourceKind::Xboard,
     ];
 
-    /// The `source` label value: `file`, `workload_entry` or `file_sd`.
+    /// The `source` label value: `file`, `workload_entry`, `file_sd` or `xboard`.
     pub fn label(self) -> &'static str {
         match self {
             SourceKind::File => "file",
             SourceKind::WorkloadEntry => "workload_entry",
             SourceKind::FileSd => "file_sd",
+            SourceKind::Xboard => "xboard",
         }
     }
 }
@@ -76,6 +85,12 @@ impl SourceId {
     /// The WorkloadEntry watch.
     pub const WORKLOAD_ENTRY: SourceId = SourceId {
         kind: SourceKind::WorkloadEntry,
+        index: 0,
+    };
+
+    /// The Xboard panel.
+    pub const XBOARD: SourceId = SourceId {
+        kind: SourceKind::Xboard,
         index: 0,
     };
 
