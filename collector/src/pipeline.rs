@@ -80,6 +80,8 @@ pub struct Shared {
     pub istio: crate::export::istio::IstioConfig,
     /// Set once the tailer has completed its first pass over the configured files.
     pub ready: AtomicBool,
+    /// Render slots of `/metrics` and `/metrics/istio` (`istio.max_concurrent_renders`).
+    pub scrapes: crate::export::scrape::ScrapeGate,
 }
 
 impl Shared {
@@ -90,6 +92,7 @@ impl Shared {
         registry: Arc<RegistryHandle>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
+            scrapes: crate::export::scrape::ScrapeGate::new(istio.max_concurrent_renders),
             agg: Mutex::new(Aggregator::new(config.limits)),
             registry,
             sources: SourceStats::default(),

@@ -4,4 +4,5 @@ pub mod exposition;
 pub mod http;
 pub mod istio;
 pub mod metrics;
+pub mod scrape;
 pub mod summary;
