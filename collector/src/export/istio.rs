@@ -554,3 +554,86 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// PromQL's `histogram_quantile` over `(upper bound, cumulative count)` buckets, `+Inf`
+    /// last (Prometheus `promql/quantile.go` `bucketQuantile`).
+    fn promql_quantile(q: f64, buckets: &[(f64, f64)]) -> f64 {
+        let total = buckets.last().map_or(0.0, |b| b.1);
+        if total == 0.0 || buckets.len() < 2 {
+            return f64::NAN;
+        }
+        let rank = q * total;
+        let b = buckets.iter().position(|x| x.1 >= rank).unwrap_or(0);
+        if b == buckets.len() - 1 {
+            return buckets[buckets.len() - 2].0;
+        }
+        if b == 0 && buckets[0].0 <= 0.0 {
+            return buckets[0].0;
+        }
+        let (start, below) = if b == 0 {
+            (0.0, 0.0)
+        } else {
+            (buckets[b - 1].0, buckets[b - 1].1)
+        };
+        let (end, count) = (buckets[b].0, buckets[b].1 - below);
+        start + (end - start) * ((rank - below) / count)
+    }
+
+    /// The buckets written for `counts` with all buckets or only `keep`.
+    #[allow(clippy::cast_precision_loss)]
+    fn written(counts: &[u64; 20], keep: Option<std::ops::RangeInclusive<usize>>) -> Vec<(f64, f64)> {
+        let h = Histogram {
+            counts: *counts,
+            sum: 0,
+        };
+        h.cumulative()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i == 19 || keep.as_ref().is_none_or(|k| k.contains(i)))
+            .map(|(i, c)| (ENVOY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), *c as f64))
+            .collect()
+    }
+
+    proptest! {
+        /// Every quantile Kiali asks for (and any other q > 0) over any window of a lean
+        /// duration histogram equals the full one's: the window's bucket increases are at most
+        /// the lifetime counts the range was chosen from.
+        #[test]
+        fn sparse_buckets_keep_every_quantile(
+            lifetime in proptest::array::uniform20(prop_oneof![3 => Just(0u64), 1 => 1u64..50]),
+            window_share in proptest::array::uniform20(0u64..=100),
+            q in prop_oneof![Just(0.5), Just(0.95), Just(0.99), Just(0.999), 0.01f64..1.0],
+        ) {
+            let keep = sparse_range(&lifetime);
+            let mut window = [0u64; 20];
+            for i in 0..20 {
+                window[i] = lifetime[i] * window_share[i] / 100;
+            }
+            let full = promql_quantile(q, &written(&window, None));
+            let lean = promql_quantile(q, &written(&window, Some(keep)));
+            prop_assert!(
+                (full.is_nan() && lean.is_nan()) || (full - lean).abs() < 1e-9,
+                "full {full} lean {lean}"
+            );
+        }
+    }
+
+    #[test]
+    fn sparse_range_spans_one_below_the_lowest_to_the_highest_non_empty_bucket() {
+        let mut c = [0u64; 20];
+        assert!(sparse_range(&c).is_empty());
+        c[4] = 1;
+        c[7] = 2;
+        assert_eq!(sparse_range(&c), 3..=7);
+        c[0] = 1;
+        assert_eq!(sparse_range(&c), 0..=7);
+        let mut inf = [0u64; 20];
+        inf[19] = 5;
+        assert_eq!(sparse_range(&inf), 18..=18);
+    }
+}
