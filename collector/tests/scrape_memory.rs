@@ -23,7 +23,14 @@ fn status_mib(pid: u32, key: &str) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: f64 = s
         .lines()
-        .find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap();
     kb / 1024.0
 }
@@ -65,8 +72,15 @@ fn write_load(dir: &Path) -> Result<()> {
 /// Sends a GET for `path` (gzip accepted or not) and returns the connection unread.
 fn get(addr: SocketAddr, path: &str, gzip: bool) -> Result<TcpStream> {
     let mut s = TcpStream::connect(addr)?;
-    let enc = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{enc}Connection: close\r\n\r\n")?;
+    let enc = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{enc}Connection: close\r\n\r\n"
+    )?;
     Ok(s)
 }
 
@@ -91,8 +105,16 @@ fn slow_and_never_reading_scrapers_hold_bounded_memory() -> Result<()> {
     let mut v = Vpslens::run(
         Path::new(env!("CARGO_BIN_EXE_vpslens")),
         &[
-            "run", "--config", &cfg_s, "--registry", &reg, "--listen", &listen_s,
-            "--read-from", "beginning", &log,
+            "run",
+            "--config",
+            &cfg_s,
+            "--registry",
+            &reg,
+            "--listen",
+            &listen_s,
+            "--read-from",
+            "beginning",
+            &log,
         ],
     )?;
     v.wait_for_metrics(listen, Duration::from_secs(30))?;
@@ -107,7 +129,12 @@ fn slow_and_never_reading_scrapers_hold_bounded_memory() -> Result<()> {
             .get(format!("http://{listen}/metrics"))
             .send()
             .and_then(reqwest::blocking::Response::text)
-            .is_ok_and(|t| t.contains(&format!("vpslens_lines_total{{result=\"ok\"}} {}", NODES * 8)))
+            .is_ok_and(|t| {
+                t.contains(&format!(
+                    "vpslens_lines_total{{result=\"ok\"}} {}",
+                    NODES * 8
+                ))
+            })
     })?;
     let full = client.get(&url).send()?.text()?;
     let full_len = full.len();

@@ -5,9 +5,7 @@
 //! what it needs into its own compact views, and renders after the lock is released. Every
 //! method is a plain read; nothing here can change a counter.
 
-use super::{
-    Aggregator, HistogramKey, Histograms, NodeStats, SeriesKey, UnregisteredKey,
-};
+use super::{Aggregator, HistogramKey, Histograms, NodeStats, SeriesKey, UnregisteredKey};
 use vpslens_parsers::ParseError;
 
 /// A read-only view of an [`Aggregator`] (see the module doc).

@@ -474,7 +474,7 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
                 // An empty value equals an absent label; drop it rather than print `=""`.
                 let labels: Vec<(&str, &str)> = labels
                     .into_iter()
-                    .filter(|(k, v)| !v.is_empty() && !(lean && LEAN_DROPPED.contains(k)))
+                    .filter(|(k, v)| !(v.is_empty() || (lean && LEAN_DROPPED.contains(k))))
                     .collect();
                 match (value, e, hist) {
                     (Some(n), _, None) => w.sample_u64(name, &labels, n),
@@ -501,7 +501,14 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
                             );
                         } else {
                             #[allow(clippy::reversed_empty_ranges)]
-                            w.histogram_buckets(name, &labels, &ENVOY_BUCKETS, &cumulative, 1..=0, sum);
+                            w.histogram_buckets(
+                                name,
+                                &labels,
+                                &ENVOY_BUCKETS,
+                                &cumulative,
+                                1..=0,
+                                sum,
+                            );
                         }
                     }
                     _ => {}
@@ -586,7 +593,10 @@ mod tests {
 
     /// The buckets written for `counts` with all buckets or only `keep`.
     #[allow(clippy::cast_precision_loss)]
-    fn written(counts: &[u64; 20], keep: Option<std::ops::RangeInclusive<usize>>) -> Vec<(f64, f64)> {
+    fn written(
+        counts: &[u64; 20],
+        keep: Option<std::ops::RangeInclusive<usize>>,
+    ) -> Vec<(f64, f64)> {
         let h = Histogram {
             counts: *counts,
             sum: 0,
@@ -595,7 +605,12 @@ mod tests {
             .iter()
             .enumerate()
             .filter(|(i, _)| *i == 19 || keep.as_ref().is_none_or(|k| k.contains(i)))
-            .map(|(i, c)| (ENVOY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), *c as f64))
+            .map(|(i, c)| {
+                (
+                    ENVOY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
+                    *c as f64,
+                )
+            })
             .collect()
     }
 

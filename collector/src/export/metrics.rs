@@ -303,7 +303,13 @@ pub fn render_into(shared: &Shared, w: &mut Writer) {
         (snapshot(agg.view()), SelfCounters::from(agg.view()))
     };
     let views = NodeViews::from(snap);
-    render_nodes(w, &views, &registry, &counters, shared.config.geo.as_deref());
+    render_nodes(
+        w,
+        &views,
+        &registry,
+        &counters,
+        shared.config.geo.as_deref(),
+    );
     render_self(w, shared, &registry, &counters);
 }
 
@@ -486,7 +492,11 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
 
     w.family(&CLIENT_ADDRESS_ERRORS);
     for (i, r) in CLIENT_REASONS.iter().enumerate() {
-        w.sample_u64(CLIENT_ADDRESS_ERRORS.name, &[("reason", r)], c.client_errors[i]);
+        w.sample_u64(
+            CLIENT_ADDRESS_ERRORS.name,
+            &[("reason", r)],
+            c.client_errors[i],
+        );
     }
 
     w.family(&LABEL_OVERFLOW);
@@ -615,7 +625,12 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), n, "a family declared twice");
         for f in FAMILIES {
-            assert_eq!(f.kind == Kind::Counter, f.name.ends_with("_total"), "{}", f.name);
+            assert_eq!(
+                f.kind == Kind::Counter,
+                f.name.ends_with("_total"),
+                "{}",
+                f.name
+            );
             assert!(!f.help.is_empty());
         }
     }

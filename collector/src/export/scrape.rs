@@ -25,7 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, VARY};
+use axum::http::header::{
+    ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, VARY,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flate2::write::GzEncoder;
@@ -100,7 +102,8 @@ impl ScrapeGate {
     }
 
     fn per_endpoint(c: &[AtomicU64; 2]) -> [(&'static str, u64); 2] {
-        [Endpoint::Metrics, Endpoint::Istio].map(|e| (e.label(), c[e.index()].load(Ordering::Relaxed)))
+        [Endpoint::Metrics, Endpoint::Istio]
+            .map(|e| (e.label(), c[e.index()].load(Ordering::Relaxed)))
     }
 }
 
@@ -203,20 +206,19 @@ pub async fn scrape(s: Arc<Shared>, headers: &HeaderMap, endpoint: Endpoint) -> 
     let dialect = Dialect::from_accept(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
     let gzip = accepts_gzip(headers);
     let deadline = deadline(headers, s.istio.render_timeout_seconds);
-    let permit = match tokio::time::timeout_at(deadline, s.scrapes.permits.clone().acquire_owned())
-        .await
-    {
-        Ok(Ok(p)) => p,
-        _ => {
-            s.scrapes.rejected[endpoint.index()].fetch_add(1, Ordering::Relaxed);
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(RETRY_AFTER, "5")],
-                "too many concurrent scrapes (istio.max_concurrent_renders)\n",
-            )
-                .into_response();
-        }
-    };
+    let permit =
+        match tokio::time::timeout_at(deadline, s.scrapes.permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                s.scrapes.rejected[endpoint.index()].fetch_add(1, Ordering::Relaxed);
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(RETRY_AFTER, "5")],
+                    "too many concurrent scrapes (istio.max_concurrent_renders)\n",
+                )
+                    .into_response();
+            }
+        };
     let (tx, rx) = mpsc::channel::<Piece>(CHANNEL_CHUNKS);
     let rt = tokio::runtime::Handle::current();
     let shared = Arc::clone(&s);
@@ -226,7 +228,8 @@ pub async fn scrape(s: Arc<Shared>, headers: &HeaderMap, endpoint: Endpoint) -> 
             tx,
             rt,
             deadline,
-            gzip: gzip.then(|| GzEncoder::new(Vec::with_capacity(CHUNK_BYTES), Compression::fast())),
+            gzip: gzip
+                .then(|| GzEncoder::new(Vec::with_capacity(CHUNK_BYTES), Compression::fast())),
         };
         let mut w = Writer::streaming(dialect, Box::new(sink), CHUNK_BYTES);
         match endpoint {
@@ -256,7 +259,10 @@ pub async fn scrape(s: Arc<Shared>, headers: &HeaderMap, endpoint: Endpoint) -> 
     });
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(dialect.content_type()));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(dialect.content_type()),
+    );
     h.insert(VARY, HeaderValue::from_static("accept-encoding"));
     if gzip {
         h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
