@@ -402,10 +402,19 @@ fn kiali_default_queries_draw_every_edge_at_the_shipped_scrape_interval() -> Res
             }
             Ok(())
         });
+        // Stops the sender however the checks end (a failed assertion unwinds through here;
+        // the scope would otherwise wait for the sender forever).
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
         let result = (|| -> Result<()> {
             // Kiali's window holds a full minute of steady traffic: at 15 s, four scrapes of
             // every series (the most a 60 s range holds).
-            let per_window = (60 / interval.as_secs()).max(2) as f64;
+            let per_window = f64::from(u32::try_from(60 / interval.as_secs())?.max(2));
             prom.wait_for(
                 r#"min(count_over_time(istio_requests_total{reporter="source",response_code="200"}[60s]))"#,
                 |s| s.first().is_some_and(|x| x.value >= per_window),
