@@ -375,15 +375,6 @@ pub fn sparse_range(counts: &[u64; 20]) -> std::ops::RangeInclusive<usize> {
     }
 }
 
-/// Labels the lean shape leaves out: Kiali's security appender is their only reader, and it
-/// reads only series with `connection_security_policy="mutual_tls"`, which vpslens never writes
-/// (the VPS → gateway hop is not mesh mTLS). 150 of ~850 bytes per line.
-const LEAN_DROPPED: [&str; 3] = [
-    "source_principal",
-    "destination_principal",
-    "connection_security_policy",
-];
-
 /// Which reporters and buckets of `family` a shape writes.
 fn family_plan(cfg: &IstioConfig, hist: Option<IstioHistogram>) -> (Option<&'static str>, bool) {
     // (only this reporter, all buckets)
@@ -414,7 +405,6 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
         (&ISTIO_RESPONSE_BYTES, Some(IstioHistogram::ResponseBytes)),
     ];
     let mut code_buf = itoa::Buffer::new();
-    let lean = cfg.shape == IstioShape::Lean;
     for (family, hist) in families {
         if let Some(h) = hist {
             if !cfg.histograms.contains(&h) {
@@ -472,10 +462,11 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
                     ("connection_security_policy", security),
                 ];
                 // An empty value equals an absent label; drop it rather than print `=""`.
-                let labels: Vec<(&str, &str)> = labels
-                    .into_iter()
-                    .filter(|(k, v)| !(v.is_empty() || (lean && LEAN_DROPPED.contains(k))))
-                    .collect();
+                // Every label stays in the lean shape: Kiali's security appender skips a series
+                // without `source_principal`, `destination_principal` or
+                // `connection_security_policy` and shows the principals on the edge.
+                let labels: Vec<(&str, &str)> =
+                    labels.into_iter().filter(|(_, v)| !v.is_empty()).collect();
                 match (value, e, hist) {
                     (Some(n), _, None) => w.sample_u64(name, &labels, n),
                     (_, Some(e), Some(which)) => {
