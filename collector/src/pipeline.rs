@@ -91,6 +91,8 @@ pub struct Shared {
     pub fleet: crate::export::fleet::FleetConfig,
     /// Periodic samples of the counters, for windowed rates ([`Shared::sample_history`]).
     pub history: Mutex<crate::aggregate::window::History>,
+    /// Render slots of `/metrics` and `/metrics/istio` (`istio.max_concurrent_renders`).
+    pub scrapes: crate::export::scrape::ScrapeGate,
 }
 
 impl SourceStats {
@@ -116,6 +118,7 @@ impl Shared {
         registry: Arc<RegistryHandle>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
+            scrapes: crate::export::scrape::ScrapeGate::new(istio.max_concurrent_renders),
             agg: Mutex::new(Aggregator::new(config.limits)),
             registry,
             sources: SourceStats::default(),

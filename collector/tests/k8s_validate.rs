@@ -34,7 +34,6 @@ const NOT_OBJECTS: &[&str] = &[
     "alerts/vpslens-rules.yaml",
     "base/prometheus-scrape-config.yaml",
     "helm/gateway-values.yaml",
-    "kiali/scrape-config.yaml",
     "mesh/istiod-values.yaml",
 ];
 

@@ -323,3 +323,159 @@ fn upstream_mode_points_edges_at_the_xboard_service() -> Result<()> {
     assert_edges_as_sent(&edges(&incoming));
     Ok(())
 }
+
+/// The `/metrics/istio` scrape interval the shipped manifests configure: the ServiceMonitor's
+/// endpoint and the plain `scrape_configs` job must agree (one interval, one job name each).
+fn shipped_istio_interval() -> Result<Duration> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sm: serde_json::Value = serde_norway::from_str(&std::fs::read_to_string(
+        root.join("k8s/base/servicemonitor.yaml"),
+    )?)?;
+    let endpoint = sm["spec"]["endpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["path"] == "/metrics/istio"))
+        .expect("the ServiceMonitor scrapes /metrics/istio");
+    let sm_interval = endpoint["interval"].as_str().expect("interval").to_owned();
+    let plain: serde_json::Value = serde_norway::from_str(&std::fs::read_to_string(
+        root.join("k8s/base/prometheus-scrape-config.yaml"),
+    )?)?;
+    let job = plain["scrape_configs"]
+        .as_array()
+        .and_then(|j| j.iter().find(|j| j["metrics_path"] == "/metrics/istio"))
+        .expect("the plain scrape config scrapes /metrics/istio");
+    assert_eq!(
+        job["scrape_interval"].as_str(),
+        Some(sm_interval.as_str()),
+        "ServiceMonitor and scrape_configs disagree on the /metrics/istio interval"
+    );
+    let secs: u64 = sm_interval
+        .strip_suffix('s')
+        .and_then(|s| s.parse().ok())
+        .expect("interval in seconds");
+    Ok(Duration::from_secs(secs))
+}
+
+/// Kiali's throughput appender (`appender/throughput.go`), query 1 (from outside the
+/// namespace) and query 2 (from inside), for `request` (source reporter) or `response`
+/// (destination reporter) bytes.
+fn q_throughput(kind: &str, ns: &str, secs: u32, inside: bool) -> String {
+    const TP_GROUP_BY: &str = "source_cluster,source_workload_namespace,source_workload,source_canonical_service,source_canonical_revision,destination_cluster,destination_service_namespace,destination_service,destination_service_name,destination_workload_namespace,destination_workload,destination_canonical_service,destination_canonical_revision";
+    let reporter = if kind == "request" {
+        "source"
+    } else {
+        "destination"
+    };
+    let sel = if inside {
+        format!(r#"reporter="{reporter}",source_workload_namespace="{ns}""#)
+    } else {
+        format!(
+            r#"reporter="{reporter}",source_workload_namespace!="{ns}",destination_service_namespace="{ns}""#
+        )
+    };
+    round(format!(
+        "sum(rate(istio_{kind}_bytes_sum{{{sel}}}[{secs}s])) by ({TP_GROUP_BY}) > 0"
+    ))
+}
+
+/// Issue "Kiali at the shipped interval draws no edges": the README's queries returned nothing
+/// with `/metrics/istio` scraped every 60 s. Here Prometheus scrapes at the interval the shipped
+/// manifests set (read from them, not shortened), Kiali's default window `[60s]`, the default
+/// (lean) shape: one edge per node on both namespace views with the right rate, error % and
+/// response time, and a throughput on every edge.
+#[test]
+fn kiali_default_queries_draw_every_edge_at_the_shipped_scrape_interval() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use vpslens_testkit::prometheus::PrometheusOptions;
+
+    let interval = shipped_istio_interval()?;
+    assert!(
+        interval <= Duration::from_secs(30),
+        "Kiali's [60s] window needs ≥ 2 samples: {interval:?}"
+    );
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "istio: {}\n")?;
+    let (_stub, envoy, _vpslens, listen) = common::start_with_config(dir.path(), &cfg)?;
+    let prom = Prometheus::start_with(
+        PrometheusOptions::new(&[listen], interval).extra_job("vpslens-istio", "/metrics/istio"),
+    )?;
+
+    // Steady traffic in the background for as long as the checks need.
+    let stop = AtomicBool::new(false);
+    let rounds = AtomicU32::new(0);
+    let gateway = envoy.listener_addr();
+    let start = Instant::now();
+    std::thread::scope(|scope| -> Result<()> {
+        let sender = scope.spawn(|| -> Result<()> {
+            let reqs = round_requests();
+            while !stop.load(Ordering::Relaxed) {
+                for r in &reqs {
+                    send(gateway, r)?;
+                }
+                let n = rounds.fetch_add(1, Ordering::Relaxed) + 1;
+                let next = start + Duration::from_millis(250) * n;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            Ok(())
+        });
+        // Stops the sender however the checks end (a failed assertion unwinds through here;
+        // the scope would otherwise wait for the sender forever).
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        let result = (|| -> Result<()> {
+            // Kiali's window holds a full minute of steady traffic: at 15 s, four scrapes of
+            // every series (the most a 60 s range holds).
+            let per_window = f64::from(u32::try_from(60 / interval.as_secs())?.max(2));
+            prom.wait_for(
+                r#"min(count_over_time(istio_requests_total{reporter="source",response_code="200"}[60s]))"#,
+                |s| s.first().is_some_and(|x| x.value >= per_window),
+                Duration::from_secs(150),
+            )?;
+            let incoming = prom.query(&q_incoming("istio-system", 60))?;
+            let outgoing = prom.query(&q_outgoing("vps", 60))?;
+            for samples in [&incoming, &outgoing] {
+                check_required_labels(samples);
+                assert_edges_as_sent(&edges(samples));
+            }
+            for q in [
+                q_response_time_in("istio-system", 60),
+                q_response_time_out("vps", 60),
+            ] {
+                let rt: BTreeMap<String, f64> = prom
+                    .query(&q)?
+                    .iter()
+                    .map(|s| (s.label("source_workload").unwrap_or("").to_owned(), s.value))
+                    .collect();
+                assert_eq!(rt.len(), 4, "{q}: {rt:?}");
+                // de-01's requests wait 100 ms: its p95 lies in Envoy's (100, 250] bucket;
+                // the others answer at once, far below.
+                assert!(rt["de-01"] > 100.0 && rt["de-01"] <= 250.0, "{rt:?}");
+                assert!(rt.iter().all(|(n, v)| n == "de-01" || *v < 50.0), "{rt:?}");
+            }
+            // Throughput: response bytes on every edge in both views.
+            for q in [
+                q_throughput("response", "istio-system", 60, false),
+                q_throughput("response", "vps", 60, true),
+            ] {
+                let tp = prom.query(&q)?;
+                let nodes: Vec<&str> = tp
+                    .iter()
+                    .filter_map(|s| s.label("source_workload"))
+                    .collect();
+                assert_eq!(nodes.len(), 4, "{q}: {nodes:?}");
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        sender.join().expect("sender thread")?;
+        result
+    })?;
+    Ok(())
+}

@@ -12,6 +12,7 @@
 pub mod histogram;
 pub mod table;
 pub mod topk;
+pub mod view;
 pub mod window;
 
 use std::borrow::Cow;
@@ -26,6 +27,7 @@ use crate::resolve::geo::GeoLabels;
 pub use histogram::{Histogram, ENVOY_BUCKETS};
 pub use table::{HistogramKey, Histograms, NodeTable, SeriesTable};
 pub use topk::{HeavyHitter, TopK};
+pub use view::AggregateView;
 
 /// Label value used when a capped label overflows.
 pub const OTHER: &str = "other";

@@ -52,10 +52,50 @@ pub enum Kind {
 /// A label set: `(name, value)` pairs, names already valid.
 pub type Labels<'a> = [(&'a str, &'a str)];
 
-/// Accumulates exposition text.
-#[derive(Debug)]
+/// One metric family: the row of the table in [`super::metrics::FAMILIES`] that both endpoints
+/// render from. `labels` names the label set of its samples in order (`le` of histogram
+/// buckets not included); a trailing `*` means "followed by labels from the registry or
+/// configuration".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    /// Sample name (counters end in `_total`; histograms without `_bucket`/`_sum`/`_count`).
+    pub name: &'static str,
+    /// Metric type.
+    pub kind: Kind,
+    /// `# HELP` text.
+    pub help: &'static str,
+    /// Label names, in the order they are written.
+    pub labels: &'static [&'static str],
+}
+
+/// Where a streaming [`Writer`] sends its text, a chunk at a time (see
+/// [`Writer::streaming`]). An error ends the body: the writer drops everything after it.
+pub trait Sink: Send {
+    /// Takes one chunk of exposition text (whole lines).
+    ///
+    /// # Errors
+    /// The body cannot go on (client gone, deadline passed); the render stops early.
+    fn write(&mut self, chunk: &[u8]) -> std::io::Result<()>;
+
+    /// Called once after the last chunk when no write failed (flush trailers, mark the end).
+    ///
+    /// # Errors
+    /// As [`Sink::write`].
+    fn finish(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Accumulates exposition text, either into one `String` ([`Writer::new`]) or, a chunk of
+/// whole lines at a time, into a [`Sink`] ([`Writer::streaming`]), so a body of any size needs
+/// only `chunk_bytes` of buffer.
 pub struct Writer {
     out: String,
+    sink: Option<Box<dyn Sink>>,
+    /// Flush to `sink` once `out` holds this many bytes.
+    chunk_bytes: usize,
+    /// The first sink error; everything after it is dropped.
+    error: Option<std::io::Error>,
     dialect: Dialect,
     /// Bucket bounds last rendered by [`Writer::histogram`] and their `le` texts (formatted
     /// once per scrape, not once per series).
@@ -76,6 +116,9 @@ impl Writer {
     pub fn with_capacity(dialect: Dialect, bytes: usize) -> Self {
         Writer {
             out: String::with_capacity(bytes),
+            sink: None,
+            chunk_bytes: usize::MAX,
+            error: None,
             dialect,
             le_bounds: Vec::new(),
             le_text: Vec::new(),
@@ -83,8 +126,43 @@ impl Writer {
         }
     }
 
-    /// Starts a family: `# HELP` and `# TYPE`. For counters `name` must end in `_total`.
-    pub fn family(&mut self, name: &str, help: &str, kind: Kind) {
+    /// A writer that hands its text to `sink` in chunks of about `chunk_bytes` (whole lines),
+    /// holding at most one chunk (plus one line) itself.
+    pub fn streaming(dialect: Dialect, sink: Box<dyn Sink>, chunk_bytes: usize) -> Self {
+        let mut w = Writer::with_capacity(dialect, chunk_bytes + 4096);
+        w.sink = Some(sink);
+        w.chunk_bytes = chunk_bytes;
+        w
+    }
+
+    /// True once the sink failed: the rest of the body would be dropped, so renders stop.
+    pub fn is_closed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// Hands the buffered text to the sink when a chunk is full (streaming writers only).
+    fn spill(&mut self, force: bool) {
+        if self.out.len() < self.chunk_bytes && !force {
+            return;
+        }
+        let Some(sink) = self.sink.as_mut() else {
+            return;
+        };
+        if self.error.is_none() && !self.out.is_empty() {
+            if let Err(e) = sink.write(self.out.as_bytes()) {
+                self.error = Some(e);
+            }
+        }
+        self.out.clear();
+    }
+
+    /// Starts a family from its table row: `# HELP` and `# TYPE`.
+    pub fn family(&mut self, f: &Family) {
+        self.family_head(f.name, f.help, f.kind);
+    }
+
+    /// `# HELP` and `# TYPE`. For counters `name` must end in `_total`.
+    fn family_head(&mut self, name: &str, help: &str, kind: Kind) {
         let fam = match (kind, self.dialect) {
             (Kind::Counter, Dialect::OpenMetrics) => name.strip_suffix("_total").unwrap_or(name),
             _ => name,
@@ -104,6 +182,7 @@ impl Writer {
         self.out.push(' ');
         self.out.push_str(itoa::Buffer::new().format(v));
         self.out.push('\n');
+        self.spill(false);
     }
 
     /// One sample with a float value.
@@ -112,6 +191,7 @@ impl Writer {
         self.out.push(' ');
         push_float(&mut self.out, v);
         self.out.push('\n');
+        self.spill(false);
     }
 
     /// A whole histogram series: `cumulative` counts for each of `bounds` then `+Inf`, the
@@ -122,6 +202,22 @@ impl Writer {
         labels: &Labels<'_>,
         bounds: &[f64],
         cumulative: &[u64],
+        sum: f64,
+    ) {
+        self.histogram_buckets(name, labels, bounds, cumulative, .., sum);
+    }
+
+    /// Like [`Writer::histogram`] but writes only the buckets in `keep` (indexes into
+    /// `cumulative`; `+Inf`, `_sum` and `_count` are always written). See
+    /// [`super::istio::sparse_range`] for which buckets can go without changing any
+    /// `histogram_quantile`.
+    pub fn histogram_buckets(
+        &mut self,
+        name: &str,
+        labels: &Labels<'_>,
+        bounds: &[f64],
+        cumulative: &[u64],
+        keep: impl std::ops::RangeBounds<usize>,
         sum: f64,
     ) {
         if self.le_bounds != bounds {
@@ -142,7 +238,11 @@ impl Writer {
         head.push_str("_bucket{");
         push_label_pairs(&mut head, labels);
         let mut num = itoa::Buffer::new();
+        let last = cumulative.len().saturating_sub(1);
         for (i, c) in cumulative.iter().enumerate() {
+            if i != last && !keep.contains(&i) {
+                continue;
+            }
             self.out.push_str(&head);
             self.out.push_str("le=\"");
             self.out
@@ -170,12 +270,35 @@ impl Writer {
         self.out.push('}');
     }
 
-    /// Finishes the body (`# EOF` for OpenMetrics).
+    /// Finishes the body (`# EOF` for OpenMetrics). A streaming writer hands the rest to its
+    /// sink and returns an empty string.
     pub fn finish(mut self) -> String {
         if self.dialect == Dialect::OpenMetrics {
             self.out.push_str("# EOF\n");
         }
+        if self.sink.is_some() {
+            self.spill(true);
+            return String::new();
+        }
         self.out
+    }
+
+    /// Finishes a streaming body: the rest to the sink, then the first sink error if any.
+    ///
+    /// # Errors
+    /// The sink's first error (the body was cut short).
+    pub fn finish_stream(mut self) -> std::io::Result<()> {
+        if self.dialect == Dialect::OpenMetrics {
+            self.out.push_str("# EOF\n");
+        }
+        self.spill(true);
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        match self.sink.as_mut() {
+            Some(sink) => sink.finish(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -228,7 +351,12 @@ mod tests {
             (Dialect::OpenMetrics, "# TYPE x counter"),
         ] {
             let mut w = Writer::new(d);
-            w.family("x_total", "help", Kind::Counter);
+            w.family(&Family {
+                name: "x_total",
+                kind: Kind::Counter,
+                help: "help",
+                labels: &["a"],
+            });
             w.sample_u64("x_total", &[("a", "q\"\\\n")], 3);
             let s = w.finish();
             assert!(s.contains(fam), "{s}");
@@ -240,7 +368,12 @@ mod tests {
     #[test]
     fn histogram_lines() {
         let mut w = Writer::new(Dialect::Prometheus);
-        w.family("h_seconds", "h", Kind::Histogram);
+        w.family(&Family {
+            name: "h_seconds",
+            kind: Kind::Histogram,
+            help: "h",
+            labels: &["n"],
+        });
         w.histogram("h_seconds", &[("n", "a")], &[0.0005, 1.0], &[1, 2, 3], 1.5);
         let s = w.finish();
         assert!(s.contains("h_seconds_bucket{n=\"a\",le=\"0.0005\"} 1\n"));

@@ -5,14 +5,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::exposition::Dialect;
-use super::{fleet, metrics, page};
+use super::scrape::{scrape, Endpoint};
+use super::{fleet, page};
 use crate::pipeline::Shared;
 
 /// The router. `/metrics` negotiates Prometheus text 0.0.4 vs OpenMetrics from `Accept`.
@@ -26,32 +26,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/nodes", get(nodes))
         .route("/api/unregistered", get(unregistered))
         .with_state(shared)
-        // Prometheus asks for gzip; exposition text compresses ~20-50×.
+        // Prometheus asks for gzip; exposition text compresses ~20-50×. The metrics endpoints
+        // compress their streamed bodies themselves (and set Content-Encoding, which this
+        // layer leaves alone); it serves the JSON endpoints.
         .layer(tower_http::compression::CompressionLayer::new())
 }
 
 async fn metrics_handler(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let dialect = Dialect::from_accept(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
-    match tokio::task::spawn_blocking(move || metrics::render(&s, dialect)).await {
-        Ok(body) => ([(CONTENT_TYPE, dialect.content_type())], body).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("render failed: {e}\n"),
-        )
-            .into_response(),
-    }
+    scrape(s, &headers, Endpoint::Metrics).await
 }
 
 async fn istio_handler(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let dialect = Dialect::from_accept(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
-    match tokio::task::spawn_blocking(move || metrics::render_istio(&s, dialect)).await {
-        Ok(body) => ([(CONTENT_TYPE, dialect.content_type())], body).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("render failed: {e}\n"),
-        )
-            .into_response(),
-    }
+    scrape(s, &headers, Endpoint::Istio).await
 }
 
 /// `/readyz`: 200 once the first pass over the files completed. A failing checkpoint write is

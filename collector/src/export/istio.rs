@@ -22,8 +22,11 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use vpslens_parsers::cluster::IstioCluster;
 
-use super::exposition::{Kind, Writer};
-use crate::aggregate::{Aggregator, Histogram, ENVOY_BUCKETS};
+use super::exposition::{Family, Writer};
+use super::metrics::{
+    ISTIO_DURATION, ISTIO_REQUESTS, ISTIO_REQUEST_BYTES, ISTIO_RESPONSE_BYTES, KIALI_EXT_REQUESTS,
+};
+use crate::aggregate::{AggregateView, Aggregator, Histogram, ENVOY_BUCKETS};
 use crate::resolve::Registry;
 
 /// Where a node's edge points.
@@ -35,6 +38,22 @@ pub enum EdgeMode {
     Gateway,
     /// node → upstream service parsed from `upstream_cluster`.
     Upstream,
+}
+
+/// How much of Istio's standard shape `/metrics/istio` writes (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IstioShape {
+    /// What Kiali reads, nothing else (default): `istio_requests_total` for both reporters;
+    /// `istio_request_duration_milliseconds` for both reporters with only the buckets from the
+    /// one below the lowest non-empty bucket to the highest non-empty one (every
+    /// `histogram_quantile` unchanged, see [`sparse_range`]); `istio_request_bytes` for the
+    /// `source` reporter and `istio_response_bytes` for the `destination` reporter (what Kiali's
+    /// throughput appender reads: their `_sum`), with the `+Inf` bucket only.
+    #[default]
+    Lean,
+    /// Istio's full shape: every bucket of every configured histogram for every reporter.
+    Full,
 }
 
 /// Which Istio histograms to export.
@@ -116,6 +135,18 @@ pub struct IstioConfig {
     pub kiali_extension: bool,
     /// The `extension` label value, equal to the Kiali CR's `extensions[].name`. Default `vpslens`.
     pub extension_name: String,
+    /// `lean` (default: what Kiali's graph, response-time, throughput and health queries read,
+    /// ~35 samples per node) or `full` (Istio's whole shape, ~140 samples per node).
+    pub shape: IstioShape,
+    /// Scrapes of `/metrics` and `/metrics/istio` rendered at the same time (both endpoints
+    /// together); further scrapes wait for a slot for up to their scrape timeout, then get
+    /// `503`. Each render holds a copy of the counters' ids and numbers (a few MB at 3,000
+    /// nodes) plus two 64 KiB chunks. Default 4 (one Prometheus pair scraping both).
+    pub max_concurrent_renders: usize,
+    /// Longest a scrape may take, waiting for a slot included, when Prometheus sends no
+    /// `X-Prometheus-Scrape-Timeout-Seconds` (with the header: the smaller of the two). A
+    /// client that stops reading is cut off after it and frees its slot. Seconds, default 30.
+    pub render_timeout_seconds: u64,
 }
 
 impl Default for IstioConfig {
@@ -137,6 +168,9 @@ impl Default for IstioConfig {
             histogram_response_labels: false,
             kiali_extension: false,
             extension_name: "vpslens".into(),
+            shape: IstioShape::Lean,
+            max_concurrent_renders: 4,
+            render_timeout_seconds: 30,
         }
     }
 }
@@ -161,6 +195,11 @@ impl IstioConfig {
             if v.is_empty() || v == "unknown" {
                 return Err(format!("{k} must be a real name, not `{v}`"));
             }
+        }
+        if self.max_concurrent_renders == 0 || self.render_timeout_seconds == 0 {
+            return Err(
+                "istio.max_concurrent_renders and istio.render_timeout_seconds must be > 0".into(),
+            );
         }
         for r in &self.reporters {
             if r != "destination" && r != "source" {
@@ -272,7 +311,7 @@ fn dest_for(cfg: &IstioConfig, upstream_cluster: &str) -> Dest {
 }
 
 /// Groups the aggregator's series into Istio edges (ids only; cheap under the lock).
-pub fn views(agg: &Aggregator, registry: &Registry, cfg: &IstioConfig) -> IstioViews {
+pub fn views(agg: AggregateView<'_>, registry: &Registry, cfg: &IstioConfig) -> IstioViews {
     let mut v = IstioViews::default();
     if !cfg.enabled {
         return v;
@@ -286,7 +325,7 @@ pub fn views(agg: &Aggregator, registry: &Registry, cfg: &IstioConfig) -> IstioV
             .or_insert(0) += n;
         v.dests
             .entry(dest)
-            .or_insert_with(|| dest_for(cfg, agg.destinations.get(k.dest)));
+            .or_insert_with(|| dest_for(cfg, agg.destination(k.dest)));
     }
     for (k, h) in agg.histograms() {
         let dest = if gateway { 0 } else { k.dest };
@@ -301,7 +340,7 @@ pub fn views(agg: &Aggregator, registry: &Registry, cfg: &IstioConfig) -> IstioV
         e.response_bytes.merge(&h.response_bytes());
     }
     v.nodes = agg
-        .node_names
+        .node_names()
         .iter()
         .map(|name| {
             let app = registry
@@ -312,15 +351,42 @@ pub fn views(agg: &Aggregator, registry: &Registry, cfg: &IstioConfig) -> IstioV
             (name.clone(), app)
         })
         .collect();
-    v.flags = agg.flags.values().to_vec();
+    v.flags = agg.flags().to_vec();
     v
 }
 
-const REQUESTS: &str = "istio_requests_total";
-const DURATION: &str = "istio_request_duration_milliseconds";
-const REQ_BYTES: &str = "istio_request_bytes";
-const RESP_BYTES: &str = "istio_response_bytes";
-const KIALI_EXT: &str = "kiali_ext_requests_total";
+/// Buckets of a histogram (`counts`: per bucket, `+Inf` last) that the lean shape writes:
+/// from the bucket below the lowest non-empty one up to the highest non-empty finite one
+/// (`+Inf`, `_sum` and `_count` are always written). `histogram_quantile` over any window
+/// finds its quantile in a bucket `i` that holds observations in that window, hence ever, so
+/// `i` and its lower bound `i - 1` are both written: every quantile (q > 0) comes out as with
+/// all buckets. As counts only grow, the range only widens.
+pub fn sparse_range(counts: &[u64; 20]) -> std::ops::RangeInclusive<usize> {
+    let finite = &counts[..19];
+    match (
+        finite.iter().position(|c| *c > 0),
+        counts.iter().rposition(|c| *c > 0),
+    ) {
+        (Some(lo), Some(hi)) => lo.saturating_sub(1)..=hi.min(18),
+        // Only `+Inf` observations: the highest finite bound is where PromQL puts them.
+        (None, Some(_)) => 18..=18,
+        #[allow(clippy::reversed_empty_ranges)]
+        _ => 1..=0,
+    }
+}
+
+/// Which reporters and buckets of `family` a shape writes.
+fn family_plan(cfg: &IstioConfig, hist: Option<IstioHistogram>) -> (Option<&'static str>, bool) {
+    // (only this reporter, all buckets)
+    match (cfg.shape, hist) {
+        (IstioShape::Full, _) | (_, None) => (None, true),
+        (IstioShape::Lean, Some(IstioHistogram::Duration)) => (None, false),
+        // Kiali's throughput appender: request bytes from source telemetry, response bytes from
+        // destination telemetry, `_sum` only.
+        (IstioShape::Lean, Some(IstioHistogram::RequestBytes)) => (Some("source"), false),
+        (IstioShape::Lean, Some(IstioHistogram::ResponseBytes)) => (Some("destination"), false),
+    }
+}
 
 /// Writes the Istio families (and the Kiali extension family when enabled).
 pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
@@ -332,29 +398,26 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
     let node = |id: u32| v.nodes.get(id as usize).unwrap_or(&other);
     let dest = |id: u16| v.dests.get(&id).unwrap_or(&unknown);
     let flags = |id: u16| v.flags.get(usize::from(id)).map_or("-", String::as_str);
-    let families: [(&str, &str, Option<IstioHistogram>); 4] = [
-        (REQUESTS, "Requests (Istio standard metric), synthesized by vpslens from the gateway access log for registered VPS nodes.", None),
-        (DURATION, "Request duration in milliseconds (Istio standard metric), synthesized by vpslens.", Some(IstioHistogram::Duration)),
-        (REQ_BYTES, "Request body size in bytes (Istio standard metric), synthesized by vpslens.", Some(IstioHistogram::RequestBytes)),
-        (RESP_BYTES, "Response body size in bytes (Istio standard metric), synthesized by vpslens.", Some(IstioHistogram::ResponseBytes)),
+    let families: [(&Family, Option<IstioHistogram>); 4] = [
+        (&ISTIO_REQUESTS, None),
+        (&ISTIO_DURATION, Some(IstioHistogram::Duration)),
+        (&ISTIO_REQUEST_BYTES, Some(IstioHistogram::RequestBytes)),
+        (&ISTIO_RESPONSE_BYTES, Some(IstioHistogram::ResponseBytes)),
     ];
     let mut code_buf = itoa::Buffer::new();
-    for (name, help, hist) in families {
+    for (family, hist) in families {
         if let Some(h) = hist {
             if !cfg.histograms.contains(&h) {
                 continue;
             }
         }
-        w.family(
-            name,
-            help,
-            if hist.is_some() {
-                Kind::Histogram
-            } else {
-                Kind::Counter
-            },
-        );
+        let name = family.name;
+        let (only_reporter, all_buckets) = family_plan(cfg, hist);
+        w.family(family);
         for reporter in &cfg.reporters {
+            if only_reporter.is_some_and(|r| r != reporter) {
+                continue;
+            }
             let security = if reporter == "destination" {
                 "none"
             } else {
@@ -399,6 +462,9 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
                     ("connection_security_policy", security),
                 ];
                 // An empty value equals an absent label; drop it rather than print `=""`.
+                // Every label stays in the lean shape: Kiali's security appender skips a series
+                // without `source_principal`, `destination_principal` or
+                // `connection_security_policy` and shows the principals on the edge.
                 let labels: Vec<(&str, &str)> =
                     labels.into_iter().filter(|(_, v)| !v.is_empty()).collect();
                 match (value, e, hist) {
@@ -411,28 +477,53 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
                         };
                         #[allow(clippy::cast_precision_loss)]
                         let sum = h.sum as f64;
-                        w.histogram(name, &labels, &ENVOY_BUCKETS, &h.cumulative(), sum);
+                        let cumulative = h.cumulative();
+                        if all_buckets {
+                            w.histogram(name, &labels, &ENVOY_BUCKETS, &cumulative, sum);
+                        } else if which == IstioHistogram::Duration {
+                            let keep = sparse_range(&h.counts);
+                            w.histogram_buckets(
+                                name,
+                                &labels,
+                                &ENVOY_BUCKETS,
+                                &cumulative,
+                                keep,
+                                sum,
+                            );
+                        } else {
+                            #[allow(clippy::reversed_empty_ranges)]
+                            w.histogram_buckets(
+                                name,
+                                &labels,
+                                &ENVOY_BUCKETS,
+                                &cumulative,
+                                1..=0,
+                                sum,
+                            );
+                        }
                     }
                     _ => {}
                 }
             };
             if hist.is_none() {
                 for (k, n) in &v.requests {
+                    if w.is_closed() {
+                        return;
+                    }
                     emit(w, k, Some(*n), None);
                 }
             } else {
                 for (k, e) in &v.histograms {
+                    if w.is_closed() {
+                        return;
+                    }
                     emit(w, k, None, Some(e));
                 }
             }
         }
     }
     if cfg.kiali_extension {
-        w.family(
-            KIALI_EXT,
-            "Requests per VPS node edge for Kiali's extension appender (kiali_ext_requests_total).",
-            Kind::Counter,
-        );
+        w.family(&KIALI_EXT_REQUESTS);
         let mut code_text = itoa::Buffer::new();
         for (k, n) in &v.requests {
             let (node_name, _) = node(k.0);
@@ -457,7 +548,98 @@ pub fn render(w: &mut Writer, v: &IstioViews, cfg: &IstioConfig) {
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
             .collect();
-            w.sample_u64(KIALI_EXT, &labels, *n);
+            w.sample_u64(KIALI_EXT_REQUESTS.name, &labels, *n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// PromQL's `histogram_quantile` over `(upper bound, cumulative count)` buckets, `+Inf`
+    /// last (Prometheus `promql/quantile.go` `bucketQuantile`).
+    fn promql_quantile(q: f64, buckets: &[(f64, f64)]) -> f64 {
+        let total = buckets.last().map_or(0.0, |b| b.1);
+        if total == 0.0 || buckets.len() < 2 {
+            return f64::NAN;
+        }
+        let rank = q * total;
+        let b = buckets.iter().position(|x| x.1 >= rank).unwrap_or(0);
+        if b == buckets.len() - 1 {
+            return buckets[buckets.len() - 2].0;
+        }
+        if b == 0 && buckets[0].0 <= 0.0 {
+            return buckets[0].0;
+        }
+        let (start, below) = if b == 0 {
+            (0.0, 0.0)
+        } else {
+            (buckets[b - 1].0, buckets[b - 1].1)
+        };
+        let (end, count) = (buckets[b].0, buckets[b].1 - below);
+        start + (end - start) * ((rank - below) / count)
+    }
+
+    /// The buckets written for `counts` with all buckets or only `keep`.
+    #[allow(clippy::cast_precision_loss)]
+    fn written(
+        counts: &[u64; 20],
+        keep: Option<std::ops::RangeInclusive<usize>>,
+    ) -> Vec<(f64, f64)> {
+        let h = Histogram {
+            counts: *counts,
+            sum: 0,
+        };
+        h.cumulative()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i == 19 || keep.as_ref().is_none_or(|k| k.contains(i)))
+            .map(|(i, c)| {
+                (
+                    ENVOY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
+                    *c as f64,
+                )
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Every quantile Kiali asks for (and any other q > 0) over any window of a lean
+        /// duration histogram equals the full one's: the window's bucket increases are at most
+        /// the lifetime counts the range was chosen from.
+        #[test]
+        fn sparse_buckets_keep_every_quantile(
+            lifetime in proptest::array::uniform20(prop_oneof![3 => Just(0u64), 1 => 1u64..50]),
+            window_share in proptest::array::uniform20(0u64..=100),
+            q in prop_oneof![Just(0.5), Just(0.95), Just(0.99), Just(0.999), 0.01f64..1.0],
+        ) {
+            let keep = sparse_range(&lifetime);
+            let mut window = [0u64; 20];
+            for i in 0..20 {
+                window[i] = lifetime[i] * window_share[i] / 100;
+            }
+            let full = promql_quantile(q, &written(&window, None));
+            let lean = promql_quantile(q, &written(&window, Some(keep)));
+            prop_assert!(
+                (full.is_nan() && lean.is_nan()) || (full - lean).abs() < 1e-9,
+                "full {full} lean {lean}"
+            );
+        }
+    }
+
+    #[test]
+    fn sparse_range_spans_one_below_the_lowest_to_the_highest_non_empty_bucket() {
+        let mut c = [0u64; 20];
+        assert!(sparse_range(&c).is_empty());
+        c[4] = 1;
+        c[7] = 2;
+        assert_eq!(sparse_range(&c), 3..=7);
+        c[0] = 1;
+        assert_eq!(sparse_range(&c), 0..=7);
+        let mut inf = [0u64; 20];
+        inf[19] = 5;
+        assert_eq!(sparse_range(&inf), 18..=18);
     }
 }

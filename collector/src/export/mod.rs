@@ -7,5 +7,6 @@ pub mod http;
 pub mod istio;
 pub mod metrics;
 pub mod page;
+pub mod scrape;
 pub mod server;
 pub mod summary;
