@@ -16,6 +16,8 @@ use vpslens::source::{FramingMode, ReadFrom, TailConfig, Tailer};
 
 #[derive(Debug, Clone)]
 enum Op {
+    /// Append the same complete line as every other `WriteHead` (colliding heads).
+    WriteHead,
     /// Append n complete lines (completing a pending partial line first).
     Write(usize),
     /// Append the first `k` bytes of the next line, without its newline.
@@ -24,9 +26,10 @@ enum Op {
     RenameRotate,
     /// Copy the live file to a new rotated name, then truncate the live file.
     CopyTruncate,
-    /// Truncate the live file in place (after a poll: unread lines would be lost by design).
+    /// Truncate the live file in place (after a poll and a checkpoint: unread lines would be
+    /// lost by design).
     Truncate,
-    /// Delete the oldest rotated file (after a poll).
+    /// Delete the oldest rotated file (after a poll and a checkpoint).
     DeleteRotated,
     /// One collector poll.
     Poll,
@@ -39,6 +42,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (1usize..20).prop_map(Op::Write),
+        2 => Just(Op::WriteHead),
         2 => (1usize..400).prop_map(Op::PartialWrite),
         2 => Just(Op::RenameRotate),
         2 => Just(Op::CopyTruncate),
@@ -64,9 +68,9 @@ fn line(seq: u64, cri: bool) -> String {
     while start < body.len() {
         let end = (start + step).min(body.len());
         let tag = if end == body.len() { 'F' } else { 'P' };
+        // One timestamp for every chunk: CRI heads collide like the lines inside them.
         out.push_str(&format!(
-            "2026-11-23T05:38:15.{:09}Z stdout {tag} {}\n",
-            seq,
+            "2026-11-23T05:38:15.000000000Z stdout {tag} {}\n",
             &body[start..end]
         ));
         start = end;
@@ -74,11 +78,15 @@ fn line(seq: u64, cri: bool) -> String {
     out
 }
 
+/// The line every `WriteHead` writes: byte-identical each time, so files starting with it
+/// have identical first lines, and a file holding only it is a prefix of another.
+const HEAD_SEQ: u64 = 99_999_999;
+
+/// Shaped like Envoy's output: keys sorted, so the first ~330 bytes (a keep-alive connection's
+/// `authority` … `path`) are the same on every line; the sequence number comes late.
 fn json_line(seq: u64) -> String {
-    // The sequence number comes first so every file head (fingerprint) is distinct.
     format!(
-        "{{\"request_id\":\"{seq:08}\",\"start_time\":\"2026-11-23T05:38:15.940Z\",\"method\":\"GET\",\"path\":\"/api/v1/server/UniProxy/user?node_id=1&node_type=vless&token=FAKE-TOKEN-do-not-use\",\"response_code\":200,\"duration\":3,\"bytes_sent\":10,\"downstream_remote_address\":\"10.0.0.1:{}\"}}\n",
-        1000 + seq % 50000
+        "{{\"authority\":\"panel.example.com\",\"bytes_received\":0,\"bytes_sent\":10,\"connection_termination_details\":null,\"downstream_local_address\":\"10.244.0.7:8443\",\"downstream_remote_address\":\"10.0.0.1:40000\",\"duration\":3,\"method\":\"GET\",\"path\":\"/api/v1/server/UniProxy/user?node_id=1&node_type=vless&token=FAKE-TOKEN-do-not-use\",\"protocol\":\"HTTP/1.1\",\"request_id\":\"{seq:08}\",\"response_code\":200,\"start_time\":\"2026-11-23T05:38:15.940Z\"}}\n"
     )
 }
 
@@ -142,6 +150,12 @@ impl World {
         self.append(buf.as_bytes());
     }
 
+    fn write_head(&mut self) {
+        self.finish_partial();
+        self.written += 1;
+        self.append(line(HEAD_SEQ, self.cri).as_bytes());
+    }
+
     fn partial_write(&mut self, k: usize) {
         self.finish_partial();
         let l = line(self.next_seq, self.cri);
@@ -187,7 +201,9 @@ fn start(world: &World, state: &Path) -> Collector {
         rotate_wait: Duration::ZERO,
         framing: FramingMode::Auto,
         state_dir: Some(state.to_path_buf()),
-        checkpoint_interval: Duration::ZERO,
+        // Only the checkpoints the tailer writes on its own (first pass, rotations, truncations)
+        // and at graceful stops: crashes in between must still be exact.
+        checkpoint_interval: Duration::from_secs(3600),
         read_chunk_bytes: 4096,
         eof_ends_line: false,
     };
@@ -219,6 +235,7 @@ fn run_model_framed(ops: &[Op], cri: bool, glob: bool) {
     for op in ops {
         match op {
             Op::Write(n) => w.write(*n),
+            Op::WriteHead => w.write_head(),
             Op::PartialWrite(k) => w.partial_write(*k),
             Op::RenameRotate => {
                 w.finish_partial();
@@ -243,18 +260,27 @@ fn run_model_framed(ops: &[Op], cri: bool, glob: bool) {
                 // Only while running: a truncation while down destroys unread lines by design.
                 if let Some(c) = c.as_mut() {
                     w.finish_partial();
+                    // Destroys bytes: only after they were read and checkpointed (a real
+                    // truncation comes long after the checkpoint interval).
                     c.tailer.poll();
+                    c.tailer.checkpoint();
                     OpenOptions::new()
                         .write(true)
                         .open(&w.live)
                         .unwrap()
                         .set_len(0)
                         .unwrap();
+                    // The truncation wakes the tailer (inotify IN_MODIFY) before new writes.
+                    // Without that poll, bytes written again identically up to the read
+                    // offset (`WriteHead` after `Truncate`) are indistinguishable from the
+                    // bytes already read; real lines carry request ids and start times.
+                    c.tailer.poll();
                 }
             }
             Op::DeleteRotated => {
                 if let (Some(c), false) = (c.as_mut(), w.rotated.is_empty()) {
                     c.tailer.poll();
+                    c.tailer.checkpoint();
                     fs::remove_file(w.rotated.remove(0)).unwrap();
                 }
             }
@@ -359,4 +385,36 @@ fn partial_line_across_restart() {
         Op::Restart,
         Op::Write(1),
     ]);
+}
+
+#[test]
+fn dbg_env_case() {
+    let Ok(spec) = std::env::var("DBG_OPS") else {
+        return;
+    };
+    let ops: Vec<Op> = spec
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (name, arg) = s.split_once('(').map_or((s, 0usize), |(n, a)| {
+                (n, a.trim_end_matches(')').parse().unwrap())
+            });
+            match name {
+                "WriteHead" => Op::WriteHead,
+                "Write" => Op::Write(arg),
+                "PartialWrite" => Op::PartialWrite(arg),
+                "RenameRotate" => Op::RenameRotate,
+                "CopyTruncate" => Op::CopyTruncate,
+                "Truncate" => Op::Truncate,
+                "DeleteRotated" => Op::DeleteRotated,
+                "Poll" => Op::Poll,
+                "Restart" => Op::Restart,
+                "Crash" => Op::Crash,
+                other => panic!("{other}"),
+            }
+        })
+        .collect();
+    let cri = std::env::var("DBG_CRI").is_ok();
+    run_model_framed(&ops, cri, true);
+    run_model_framed(&ops, cri, false);
 }
