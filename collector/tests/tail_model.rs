@@ -387,7 +387,6 @@ fn partial_line_across_restart() {
     ]);
 }
 
-
 // Regression tests named after the cases measured in issue 14.
 
 fn tail_config(patterns: Vec<String>, state: Option<&Path>) -> TailConfig {
@@ -539,7 +538,11 @@ fn garbage_first_line_does_not_disable_cri_framing() {
     let mut cfg = tail_config(vec![log.display().to_string()], None);
     cfg.read_from = ReadFrom::Beginning;
     let c = tailer(cfg);
-    assert_eq!(counted(&c), (21, 1), "21 lines counted, the cut one malformed");
+    assert_eq!(
+        counted(&c),
+        (21, 1),
+        "21 lines counted, the cut one malformed"
+    );
 }
 
 #[test]
@@ -610,7 +613,10 @@ fn checkpoint_holds_digests_not_file_bytes() {
     c.tailer.poll();
     c.tailer.checkpoint();
     let text = fs::read_to_string(state.join("checkpoint.json")).unwrap();
-    assert!(!text.contains("FAKE-TOKEN"), "the token reached the checkpoint");
+    assert!(
+        !text.contains("FAKE-TOKEN"),
+        "the token reached the checkpoint"
+    );
     assert!(!text.contains("\"head\""), "raw head bytes stored");
     assert!(text.contains("head_sha256") && text.contains("tail_sha256"));
 
@@ -624,7 +630,11 @@ fn checkpoint_holds_digests_not_file_bytes() {
         f.insert("head".into(), serde_json::to_value(&head).unwrap());
     }
     drop(c);
-    fs::write(state.join("checkpoint.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    fs::write(
+        state.join("checkpoint.json"),
+        serde_json::to_vec(&v).unwrap(),
+    )
+    .unwrap();
     append(&live, &lines(30..35));
     let mut c = tailer(cfg);
     c.tailer.poll();
