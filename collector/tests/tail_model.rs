@@ -643,3 +643,48 @@ fn checkpoint_holds_digests_not_file_bytes() {
     let text = fs::read_to_string(state.join("checkpoint.json")).unwrap();
     assert!(!text.contains("FAKE-TOKEN") && !text.contains("\"head\""));
 }
+
+#[test]
+fn copy_seen_before_its_truncation_is_not_read_twice() {
+    // Real Envoy + copytruncate: the tailer polled between the copy and the truncation, read
+    // lines the copy does not have, and then took the copy for a new file (read twice).
+    // `cp` creates the copy empty first (the poll its creation wakes saw an empty new file).
+    for (glob, empty_first) in [(false, false), (true, false), (false, true), (true, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("access.log");
+        let pattern = if glob {
+            format!("{}*", live.display())
+        } else {
+            live.display().to_string()
+        };
+        fs::write(&live, "").unwrap();
+        let mut cfg = tail_config(vec![pattern], Some(&dir.path().join("state")));
+        cfg.rotate_wait = Duration::from_secs(3600);
+        let mut c = tailer(cfg);
+        append(&live, &lines(0..10));
+        c.tailer.poll();
+        let copy = dir.path().join("access.log.1");
+        if empty_first {
+            fs::write(&copy, "").unwrap();
+            c.tailer.poll();
+        }
+        fs::copy(&live, &copy).unwrap();
+        append(&live, &lines(10..12)); // written between the copy and the truncation
+        c.tailer.poll();
+        OpenOptions::new()
+            .write(true)
+            .open(&live)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        c.tailer.poll();
+        append(&live, &lines(12..15));
+        c.tailer.poll();
+        c.tailer.poll();
+        assert_eq!(
+            counted(&c),
+            (15, 0),
+            "glob: {glob}, empty first: {empty_first}"
+        );
+    }
+}

@@ -120,8 +120,14 @@ impl Tracked {
             self.head =
                 identity::first_line(&self.file, c).map(|h| (h.len() as u64, Digest::of(&h)));
         }
-        let len = c.min(TAIL_BYTES);
-        self.tail = identity::read_exact_at(&self.file, c - len, len).unwrap_or_default();
+        // From the bytes read (in memory), not the file: a copytruncate right after the read
+        // must not leave the old identity without its evidence.
+        let pending = usize::try_from(self.read_pos - c).unwrap_or(usize::MAX);
+        self.tail.clear();
+        if let Some(end) = self.recent.len().checked_sub(pending) {
+            let len = usize::try_from(c.min(TAIL_BYTES)).unwrap_or(0).min(end);
+            self.tail.extend_from_slice(&self.recent[end - len..end]);
+        }
     }
 
     /// Positions reading after the last complete line currently in the file.
@@ -159,6 +165,11 @@ impl Tracked {
     /// A container partial sequence or partial line is pending.
     pub fn pending(&self) -> bool {
         !self.partial.is_empty() || self.skipping || self.reassembler.is_pending()
+    }
+
+    /// The file is shorter than what was read: truncated since the last truncation check.
+    pub fn shrank(&self) -> bool {
+        self.size() < self.read_pos
     }
 
     /// The file was deleted (no name left): nothing can find it again.

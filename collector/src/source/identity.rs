@@ -140,6 +140,11 @@ impl Evidence {
         }
     }
 
+    /// `f` starts with the same first line.
+    pub fn head_matches(&self, f: &File) -> bool {
+        read_exact_at(f, 0, self.head_len).is_some_and(|h| Digest::of(&h) == self.head_sha256)
+    }
+
     /// `f` holds the same first line and the same bytes before `offset` (so it is at least
     /// `offset` bytes long).
     pub fn matches(&self, f: &File, offset: u64) -> bool {

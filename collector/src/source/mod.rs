@@ -25,7 +25,8 @@
 //!      in the poll that found the truncation (while running) or found a checkpointed inode
 //!      present but failing its evidence (at restart): a copy is made before the truncation,
 //!      later files copy newer bytes, which may repeat the old ones;
-//!   3. a new file that holds so far only bytes of a followed file, at the same positions (its
+//!   3. an empty new file is decided on once it has bytes (`cp` creates its copy empty);
+//!      a new file that holds so far only bytes of a followed file, at the same positions (its
 //!      whole first line and its last 4 KiB), may be a copy being made: it waits until that
 //!      file is truncated (then 2 applies), for `rotate_wait` at most (then it is a file of its
 //!      own, read from 0: a file whose lines equal another's is still read).
@@ -169,8 +170,8 @@ pub struct Tailer {
     checkpoint_soon: bool,
     /// Siblings found to hold nothing to read, by identity, with the size and mtime then.
     sibling_seen: rustc_hash::FxHashMap<(u64, u64), (u64, Option<std::time::SystemTime>)>,
-    /// Files waiting as possible copies in progress, since when.
-    copy_waits: rustc_hash::FxHashMap<(u64, u64), Instant>,
+    /// Files waiting as possible copies in progress: since when, and of which followed file.
+    copy_waits: rustc_hash::FxHashMap<(u64, u64), (Instant, (u64, u64))>,
     buf: Vec<u8>,
 }
 
@@ -512,6 +513,11 @@ impl Tailer {
             if self.cfg.read_from == ReadFrom::End {
                 t.start_at_end();
             }
+        } else if size == 0 || self.files.iter().any(Tracked::shrank) {
+            // Nothing to decide on yet: `cp` creates its copy empty, then fills it; and a
+            // followed file truncated since this poll's truncation check (its copy may be
+            // this file) is handled first, on the next poll.
+            return;
         } else if let Some(i) = self.known.iter().position(|l| {
             // An identity at offset 0 proves nothing and continues nothing (a reused inode).
             same_inode(l, dev, ino, born)
@@ -521,9 +527,30 @@ impl Tailer {
         }) {
             let l = self.known.remove(i);
             t.resume_at(l.offset);
-        } else if self.files.iter().any(|live| is_prefix_copy(live, &t, size))
-            && now.duration_since(*self.copy_waits.entry((dev, ino)).or_insert(now))
-                < self.cfg.rotate_wait
+        } else if let Some(i) = self.copy_waits.get(&(dev, ino)).and_then(|&(_, of)| {
+            self.known.iter().position(|l| {
+                l.truncated
+                    && (l.dev, l.ino) == of
+                    && l.evidence
+                        .as_ref()
+                        .is_some_and(|e| e.head_matches(t.file()))
+            })
+        }) {
+            // Seen holding only bytes of that file before it was truncated: a copy of bytes
+            // read up to its offset (the copy may end before it: lines written between the
+            // copy and the truncation were read from the original).
+            let l = self.known.remove(i);
+            tracing::info!(path = %path.display(), offset = l.offset, "copy of a truncated file: continuing where it was read");
+            t.resume_at(l.offset.min(size));
+        } else if self
+            .files
+            .iter()
+            .find(|live| is_prefix_copy(live, &t, size))
+            .map(|live| (live.dev, live.ino))
+            .is_some_and(|of| {
+                let since = self.copy_waits.entry((dev, ino)).or_insert((now, of)).0;
+                now.duration_since(since) < self.cfg.rotate_wait
+            })
         {
             // Holds nothing but bytes of a followed file (a copy being made): wait until that
             // file is truncated (then this is its copy) or, for `rotate_wait`, gone or not
