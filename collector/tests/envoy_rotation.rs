@@ -185,12 +185,13 @@ fn keep_alive_load_through_renames_copytruncates_and_sigkills_three_rounds() -> 
             sent += s.join().expect("sender thread")?;
         }
         sent_all += sent;
-        // Everything Envoy buffered is in the files.
+        // Everything Envoy buffered is in the files, whole lines only.
         wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
             stack
                 .envoy
                 .stats(Some("filesystem.write_total_buffered"))
                 .is_ok_and(|s| s.contains("filesystem.write_total_buffered: 0"))
+                && lines_by_node(&dir, &nodes).is_ok()
         })?;
         let truth = lines_by_node(&dir, &nodes)?;
         let written: u64 = truth.values().sum();
@@ -266,4 +267,128 @@ fn lines_by_node(
         }
     }
     Ok(out)
+}
+
+/// Issue 14: a crash loop. 30 SIGKILLs at seeded random intervals of 0.2–8 s (log-uniform, so
+/// the run stays near a minute) while a writer appends lines and rotates the log (rename +
+/// new file, and copytruncate, alternately, every 400 lines). After the last restart the
+/// count equals the lines written: no offsets lost between periodic checkpoints, no rotated
+/// file left undrained, nothing counted twice.
+#[test]
+#[ignore = "issue 14, open: about one run in two over-counts one rotation's worth of lines \
+            (340–400 of ~100k); run with --ignored to reproduce"]
+fn sigkill_loop_while_writing_and_rotating_is_exact() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let registry = dir.path().join("nodes.yaml");
+    std::fs::write(&registry, common::REGISTRY)?;
+    let state = dir.path().join("state");
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, "")?;
+    let listen: std::net::SocketAddr =
+        format!("127.0.0.1:{}", vpslens_testkit::free_port()?).parse()?;
+    let mut vpslens = common::spawn_vpslens(&registry, &state, listen, &log, &[])?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let log = log.clone();
+        std::thread::spawn(move || -> Result<u64> {
+            use std::io::Write;
+            let mut written = 0u64;
+            let mut generation = 0;
+            while !stop.load(Ordering::Acquire) {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&log)?;
+                let mut batch = String::new();
+                for _ in 0..20 {
+                    batch.push_str(&envoy_like_line(written));
+                    written += 1;
+                }
+                f.write_all(batch.as_bytes())?;
+                drop(f);
+                if written % 400 == 0 {
+                    generation += 1;
+                    let rotated = log.with_file_name(format!("access.log.{generation}"));
+                    if generation % 2 == 0 {
+                        std::fs::copy(&log, &rotated)?;
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&log)?
+                            .set_len(0)?;
+                    } else {
+                        std::fs::rename(&log, &rotated)?;
+                        std::fs::write(&log, "")?;
+                    }
+                }
+                // Load pacing (~2,000 lines/s), not a wait for a condition.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(written)
+        })
+    };
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    // Logs of the killed processes, printed if the count is off.
+    let mut history = String::new();
+    for _ in 0..30 {
+        // xorshift64*: a fixed seed, so every run kills at the same moments.
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        let unit = (rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+        let secs = 0.2 * 40f64.powf(unit); // log-uniform in [0.2, 8)
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        vpslens.kill_hard()?;
+        history.push_str(&vpslens.output());
+        vpslens = common::spawn_vpslens(&registry, &state, listen, &log, &[])?;
+    }
+    stop.store(true, Ordering::Release);
+    let written = writer.join().expect("writer thread")?;
+    let total = |body: &str| -> f64 {
+        body.lines()
+            .filter(|l| {
+                l.starts_with("vpslens_node_requests_total{") && l.contains("node=\"jp-01\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let body = vpslens
+        .wait_for_scrape(
+            listen,
+            |b| total(b) >= written as f64,
+            Duration::from_secs(60),
+        )
+        .with_context_msg(written)?;
+    if total(&body) != written as f64 {
+        history.push_str(&vpslens.output());
+        for l in history
+            .lines()
+            .filter(|l| l.contains("INFO") || l.contains("WARN"))
+        {
+            eprintln!("vpslens: {l}");
+        }
+    }
+    assert_eq!(total(&body), written as f64, "lines written {written}");
+    let malformed =
+        vpslens_testkit::vpslens::metric_value(&body, "vpslens_lines_total{result=\"malformed\"");
+    assert_eq!(malformed.unwrap_or(0.0), 0.0);
+    vpslens.stop_graceful()?;
+    Ok(())
+}
+
+trait WithWritten<T> {
+    fn with_context_msg(self, written: u64) -> Result<T>;
+}
+
+impl<T> WithWritten<T> for Result<T> {
+    fn with_context_msg(self, written: u64) -> Result<T> {
+        anyhow::Context::with_context(self, || format!("{written} lines written"))
+    }
+}
+
+/// A line shaped like Envoy's (sorted keys: the first ~300 bytes repeat on every line) from
+/// jp-01's address.
+fn envoy_like_line(seq: u64) -> String {
+    format!(
+        "{{\"authority\":\"panel.example.com\",\"bytes_received\":0,\"bytes_sent\":10,\"connection_termination_details\":null,\"downstream_local_address\":\"10.244.0.7:8443\",\"downstream_remote_address\":\"203.0.113.11:40000\",\"duration\":3,\"method\":\"POST\",\"path\":\"/api/v1/server/UniProxy/push?node_id=1&node_type=vless&token={}\",\"protocol\":\"HTTP/1.1\",\"request_id\":\"{seq:08}\",\"response_code\":200,\"response_flags\":\"-\",\"start_time\":\"2026-11-23T05:38:15.940Z\"}}\n",
+        common::TOKEN
+    )
 }

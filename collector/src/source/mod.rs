@@ -467,12 +467,14 @@ impl Tailer {
                 .position(|l| same_inode(l) && verifies(l, t.file(), size))
             {
                 let l = self.known.remove(i);
+                tracing::debug!(path = %path.display(), offset = l.offset, "checkpointed file proven: resuming");
                 t.set_framing(self.cfg.framing);
                 t.resume_at(l.offset);
                 t.found = in_patterns;
                 self.files.push(t);
             } else {
                 for l in self.known.iter_mut().filter(|l| same_inode(l)) {
+                    tracing::debug!(path = %path.display(), offset = l.offset, "checkpointed inode fails its evidence: truncated or rewritten");
                     l.truncated = true;
                 }
             }
@@ -526,6 +528,7 @@ impl Tailer {
                 && verifies(l, t.file(), size)
         }) {
             let l = self.known.remove(i);
+            tracing::debug!(path = %path.display(), offset = l.offset, "known file proven: resuming");
             t.resume_at(l.offset);
         } else if let Some(i) = self.copy_waits.get(&(dev, ino)).and_then(|&(_, of)| {
             self.known.iter().position(|l| {
@@ -568,6 +571,8 @@ impl Tailer {
             let l = self.known.remove(i);
             tracing::info!(path = %path.display(), offset = l.offset, "copy of a truncated file: continuing where it was read");
             t.resume_at(l.offset);
+        } else {
+            tracing::debug!(path = %path.display(), size, "new file: reading from 0");
         }
         if !self.first_pass && self.files.iter().any(|f| f.path == path && !f.found) {
             crate::pipeline::add(&self.processor.shared().sources.rotations, 1);
