@@ -295,7 +295,7 @@ fn sigkill_loop_while_writing_and_rotating_is_exact() -> Result<()> {
         std::thread::spawn(move || -> Result<u64> {
             use std::io::Write;
             let mut written = 0u64;
-            let mut generation = 0;
+            let mut generation = 0u32;
             while !stop.load(Ordering::Acquire) {
                 let mut f = std::fs::OpenOptions::new().append(true).open(&log)?;
                 let mut batch = String::new();
@@ -305,10 +305,10 @@ fn sigkill_loop_while_writing_and_rotating_is_exact() -> Result<()> {
                 }
                 f.write_all(batch.as_bytes())?;
                 drop(f);
-                if written % 400 == 0 {
+                if written.is_multiple_of(400) {
                     generation += 1;
                     let rotated = log.with_file_name(format!("access.log.{generation}"));
-                    if generation % 2 == 0 {
+                    if generation.is_multiple_of(2) {
                         std::fs::copy(&log, &rotated)?;
                         std::fs::OpenOptions::new()
                             .write(true)

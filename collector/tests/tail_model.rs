@@ -412,7 +412,7 @@ fn tailer(cfg: TailConfig) -> Collector {
 }
 
 fn lines(range: std::ops::Range<u64>) -> String {
-    range.map(|i| json_line(i)).collect()
+    range.map(json_line).collect()
 }
 
 fn append(path: &Path, text: &str) {
