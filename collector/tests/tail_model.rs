@@ -688,3 +688,32 @@ fn copy_seen_before_its_truncation_is_not_read_twice() {
         );
     }
 }
+
+#[test]
+fn copytruncate_while_down_with_an_identical_first_line_is_a_truncation() {
+    // The first line alone cannot tell the truncated-and-rewritten file from the one
+    // checkpointed: the bytes before the offset must.
+    run_framed_both(&[
+        Op::WriteHead,
+        Op::Write(3),
+        Op::Restart,
+        Op::Crash,
+        Op::CopyTruncate,
+        Op::WriteHead,
+        Op::Write(10),
+    ]);
+}
+
+#[test]
+fn empty_live_file_still_has_its_rotations_drained() {
+    // Found by the model: an empty new file is not followed until it has bytes; its rotated
+    // name must still be searched (siblings of the pattern's own name).
+    run_model(&[
+        Op::Write(1),
+        Op::Restart,
+        Op::RenameRotate,
+        Op::Restart,
+        Op::Write(1),
+        Op::RenameRotate,
+    ]);
+}

@@ -390,12 +390,16 @@ impl Tailer {
             .unwrap_or(std::time::UNIX_EPOCH)
     }
 
-    /// Siblings (`<name>.…`, `<name>-…`) of followed and remembered files.
+    /// Siblings (`<name>.…`, `<name>-…`) of the exact paths among the patterns and of followed
+    /// and remembered files.
     fn sibling_paths(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<(PathBuf, String)> = self
-            .files
+            .cfg
+            .patterns
             .iter()
-            .filter_map(|f| dir_and_name(&f.path))
+            .filter(|p| !p.contains(['*', '?', '[']))
+            .filter_map(|p| dir_and_name(Path::new(p)))
+            .chain(self.files.iter().filter_map(|f| dir_and_name(&f.path)))
             .chain(self.known.iter().filter_map(|l| dir_and_name(&l.path)))
             .collect();
         dirs.sort();
