@@ -371,8 +371,11 @@ impl LineProcessor {
         let (node, known_id) = idx
             .and_then(|i| self.node_map.get(i as usize).copied())
             .map_or((None, None), |(node, id)| (Some(node), id));
+        // A `node_id` that is not a number fitting the registry's `u32` ids (`1abc`, `-1`,
+        // `99999999999999999999`) contradicts any registered id.
         let identity_mismatch = match (known_id, target.node_id) {
             (Some(known), Some(claimed)) => known != claimed,
+            (Some(_), None) => target.node_id_invalid,
             _ => false,
         };
         Outcome::Event(Event {
@@ -398,4 +401,48 @@ impl LineProcessor {
 /// Records `n` bytes read.
 pub fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::resolve::NodeSpec;
+
+    #[test]
+    fn unparseable_node_id_from_a_registered_address_is_an_identity_mismatch() {
+        let registry = Registry::build(vec![NodeSpec {
+            name: "n1".into(),
+            addresses: vec!["10.0.0.1".into()],
+            node_id: Some(1),
+            labels: Default::default(),
+        }])
+        .unwrap();
+        let shared = Shared::with_registry(registry, Limits::default());
+        let mut p = LineProcessor::new(shared.clone());
+        let line = |id: &str| {
+            format!(
+                r#"{{"downstream_remote_address":"10.0.0.1:4000","method":"GET","path":"/api/v1/server/UniProxy/user?node_id={id}&node_type=vless&token=FAKE-TOKEN-do-not-use","response_code":200,"duration":3,"bytes_sent":10,"start_time":"2026-11-23T05:38:15.940Z"}}"#
+            )
+        };
+        // Matching id, no id, then six that cannot be node 1's.
+        let lines: Vec<String> = ["1", "", "2", "1abc", "-1", "99999999999999999999", "4294967296"]
+            .iter()
+            .map(|id| line(id))
+            .chain([r#"{"downstream_remote_address":"10.0.0.1:4000","method":"GET","path":"/api/v1/server/UniProxy/user?token=t","response_code":200,"duration":3,"bytes_sent":10,"start_time":"2026-11-23T05:38:15.940Z"}"#.to_owned()])
+            .collect();
+        p.process(&Line::batch(&lines));
+        let agg = shared.lock();
+        assert_eq!(
+            agg.requests_by_node().get("n1"),
+            Some(&8),
+            "lines {:?} {:?}",
+            agg.lines,
+            agg.requests_by_node()
+        );
+        let n1 = agg.find_node("n1").unwrap();
+        let st = agg.node_stats(n1).unwrap();
+        // "" (present, empty), 2, 1abc, -1, 2^64+, 2^32: six mismatches; "1" and no node_id none.
+        assert_eq!(st.identity_mismatch, 6);
+    }
 }

@@ -88,6 +88,9 @@ pub struct RequestTarget {
     pub route: RouteId,
     /// `node_id` query parameter when it is a decimal number that fits `u32`.
     pub node_id: Option<u32>,
+    /// A `node_id` parameter was present but is not such a number (`1abc`, `-1`, `""`,
+    /// `99999999999999999999`): it cannot be any registry id.
+    pub node_id_invalid: bool,
     /// `node_type` query parameter as an index into [`NODE_TYPES`]; `Some(None)`-like "present but
     /// unknown" is represented by [`NodeType::Other`].
     pub node_type: Option<NodeType>,
@@ -244,10 +247,12 @@ impl RouteTable {
                     .is_some_and(|t| matches(&t.segments, path_only))
             });
         let route = wild.copied().or(exact).map_or(RouteId::OTHER, RouteId);
-        let (node_id, node_type) = query.map_or((None, None), identity_params);
+        let (node_id, node_id_invalid, node_type) =
+            query.map_or((None, false, None), identity_params);
         RequestTarget {
             route,
             node_id,
+            node_id_invalid,
             node_type,
         }
     }
@@ -278,7 +283,9 @@ fn matches(segments: &[Segment], path: &str) -> bool {
 
 /// Reads `node_id` and `node_type` from a query string; every other parameter (notably `token`)
 /// is skipped without being inspected. The first occurrence of each key wins.
-fn identity_params(query: &str) -> (Option<u32>, Option<NodeType>) {
+/// Returns the parsed `node_id`, whether a `node_id` was present but unparseable, and the
+/// `node_type`.
+fn identity_params(query: &str) -> (Option<u32>, bool, Option<NodeType>) {
     let mut node_id = None;
     let mut node_type = None;
     let mut seen_id = false;
@@ -312,7 +319,7 @@ fn identity_params(query: &str) -> (Option<u32>, Option<NodeType>) {
             _ => break,
         }
     }
-    (node_id, node_type)
+    (node_id, seen_id && node_id.is_none(), node_type)
 }
 
 #[cfg(test)]
@@ -438,5 +445,13 @@ mod tests {
         assert_eq!(hit.node_type.map(NodeType::as_str), Some("vless"));
         let hit = t.classify("/x?node_id=-1");
         assert_eq!((hit.node_id, hit.node_type), (None, None));
+        assert!(hit.node_id_invalid);
+        for bad in ["1abc", "99999999999999999999", "", "+1"] {
+            let hit = t.classify(&format!("/x?node_id={bad}&token=t"));
+            assert_eq!((hit.node_id, hit.node_id_invalid), (None, true), "{bad}");
+        }
+        let hit = t.classify("/x?node_id=7");
+        assert_eq!((hit.node_id, hit.node_id_invalid), (Some(7), false));
+        assert!(!t.classify("/x?node_type=vless").node_id_invalid);
     }
 }

@@ -173,6 +173,10 @@ impl TestRequest {
 
     /// The HTTP/1.1 request bytes (without the PROXY header).
     pub fn http_bytes(&self) -> Vec<u8> {
+        self.http_bytes_with(true)
+    }
+
+    fn http_bytes_with(&self, close: bool) -> Vec<u8> {
         let mut head = format!(
             "{} {} HTTP/1.1\r\nHost: {}\r\n",
             self.method, self.path, self.host
@@ -191,7 +195,11 @@ impl TestRequest {
                 head.push_str("Content-Type: application/json\r\n");
             }
         }
-        head.push_str("Connection: close\r\n\r\n");
+        head.push_str(if close {
+            "Connection: close\r\n\r\n"
+        } else {
+            "\r\n"
+        });
         let mut out = head.into_bytes();
         out.extend_from_slice(body);
         out
@@ -280,6 +288,100 @@ pub fn send_full(gateway: SocketAddr, req: &TestRequest) -> Result<(u16, Vec<u8>
         )
     })?;
     Ok((code, resp))
+}
+
+/// One kept-alive connection through the gateway, as XrayR's HTTP client reuses one through
+/// an NLB: a single PROXY header (one client `ip:port`), then any number of requests. Envoy
+/// logs every request on it with the same `downstream_remote_address`, so with its sorted JSON
+/// keys consecutive lines share their first ~300 bytes.
+#[derive(Debug)]
+pub struct KeepAlive {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    /// Connects to `gateway` (loopback only) and sends the PROXY header of `client`.
+    ///
+    /// # Errors
+    /// Connection or write failures.
+    pub fn connect(gateway: SocketAddr, client: &TestRequest) -> Result<KeepAlive> {
+        anyhow::ensure!(
+            gateway.ip().is_loopback(),
+            "refusing to connect to non-loopback address {gateway}"
+        );
+        let stream = TcpStream::connect_timeout(&gateway, client.timeout)
+            .with_context(|| format!("connect to gateway {gateway}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(client.timeout))?;
+        stream.set_write_timeout(Some(client.timeout))?;
+        let mut k = KeepAlive {
+            stream,
+            buf: Vec::new(),
+        };
+        if let Some(h) = client.proxy_header() {
+            k.stream.write_all(h.as_bytes())?;
+        }
+        Ok(k)
+    }
+
+    /// Sends `req` (its PROXY settings are ignored: the connection has one) and reads its
+    /// response (`Content-Length` or chunked); returns the status code.
+    ///
+    /// # Errors
+    /// I/O errors, a closed connection or a malformed response.
+    pub fn send(&mut self, req: &TestRequest) -> Result<u16> {
+        self.stream.write_all(&req.http_bytes_with(false))?;
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            self.fill()?;
+        };
+        let code = parse_status(&self.buf[..head_end])?;
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_ascii_lowercase();
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+        };
+        self.buf.drain(..head_end);
+        if let Some(len) = header("content-length:") {
+            let len: usize = len.parse()?;
+            while self.buf.len() < len {
+                self.fill()?;
+            }
+            self.buf.drain(..len);
+        } else if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
+            loop {
+                let line_end = loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    self.fill()?;
+                };
+                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+                let need = line_end + 2 + size + 2;
+                while self.buf.len() < need {
+                    self.fill()?;
+                }
+                self.buf.drain(..need);
+                if size == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(code)
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).context("read response")?;
+        anyhow::ensure!(n > 0, "gateway closed the kept-alive connection");
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
 }
 
 fn parse_status(resp: &[u8]) -> Result<u16> {

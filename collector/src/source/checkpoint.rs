@@ -16,23 +16,43 @@ use thiserror::Error;
 
 use crate::aggregate::Aggregator;
 
-/// Current checkpoint format version.
-pub const VERSION: u32 = 1;
+/// Current checkpoint format version. Version 1 (raw head bytes per file) still loads: see
+/// [`Lineage::legacy_head`].
+pub const VERSION: u32 = 2;
 
 /// The identity and progress of one file.
+///
+/// No file content is stored: the evidence that a file is this one is SHA-256 digests (the
+/// panel `token` sits in TEXT log heads and must never reach disk in clear).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lineage {
-    /// Path the file was last seen under (informational).
+    /// Path the file was last seen under (where a restarted collector looks for its siblings).
     pub path: PathBuf,
     /// Device number.
     pub dev: u64,
     /// Inode number.
     pub ino: u64,
-    /// The file's first bytes (up to the fingerprint length) when last read.
-    pub head: Vec<u8>,
-    /// Offset just past the last line counted.
+    /// Birth time (Unix ns) where the file system keeps one; a file with the same inode but
+    /// another birth time is another file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub born_unix_ns: Option<u64>,
+    /// Offset just past the last line counted (bytes).
     pub offset: u64,
+    /// Digests of the bytes before `offset`; `None` while `offset` is 0 (nothing to prove).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+    /// The file was truncated in place after this (copytruncate) in the current poll: a copy
+    /// of it may exist. In memory only.
+    #[serde(skip)]
+    pub truncated: bool,
+    /// Version 1 checkpoints stored the file's first 256 bytes in clear. Read (never written):
+    /// such a lineage is only matched by inode plus this head, and is dropped from the next
+    /// checkpoint unless its file was found.
+    #[serde(default, rename = "head", skip_serializing)]
+    pub legacy_head: Option<Vec<u8>>,
 }
+
+pub use super::identity::Evidence;
 
 /// What a checkpoint file holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,7 +110,7 @@ pub fn load(state_dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    if cp.version != VERSION {
+    if cp.version != VERSION && cp.version != 1 {
         return Err(CheckpointError::Corrupt {
             path,
             message: format!("version {} (expected {VERSION})", cp.version),

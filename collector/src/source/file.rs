@@ -10,31 +10,21 @@ use std::time::Instant;
 use vpslens_parsers::container::{self, Assembled, Chunk, Framing, Reassembler, Stream};
 
 use super::checkpoint::Lineage;
-use super::{FramingMode, TailConfig, FINGERPRINT_BYTES};
+use super::identity::{self, Digest, Evidence, TAIL_BYTES};
+use super::{FramingMode, TailConfig};
 use crate::pipeline::{add, Line, LineProcessor};
-
-/// The first `FINGERPRINT_BYTES` of the file at `path` (empty on error).
-pub fn read_head_of(path: &Path) -> Vec<u8> {
-    File::open(path).map_or_else(|_| Vec::new(), |f| read_head(&f))
-}
-
-/// The first `FINGERPRINT_BYTES` of an open file (fewer if it is shorter; empty on error).
-fn read_head(f: &File) -> Vec<u8> {
-    let mut head = vec![0; FINGERPRINT_BYTES];
-    let mut n = 0;
-    while n < head.len() {
-        match f.read_at(&mut head[n..], n as u64) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    head.truncate(n);
-    head
-}
 
 /// `(device, inode)` of a file.
 pub fn identity(meta: &Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
+}
+
+/// A file's birth time (Unix ns; `statx` `btime`) where the file system keeps one: tells a
+/// reused inode from the file that had it before.
+pub fn born(meta: &Metadata) -> Option<u64> {
+    let t = meta.created().ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(d.as_nanos()).ok()
 }
 
 #[derive(Debug)]
@@ -44,8 +34,16 @@ pub struct Tracked {
     file: File,
     pub dev: u64,
     pub ino: u64,
-    /// Fingerprint: the first bytes of the file (grows up to `FINGERPRINT_BYTES`).
-    pub head: Vec<u8>,
+    /// Birth time (Unix ns) if the file system records one.
+    pub born: Option<u64>,
+    /// Length and SHA-256 of the first line, once a line was committed.
+    head: Option<(u64, Digest)>,
+    /// The bytes just before `committed` (at most [`TAIL_BYTES`]; memory only, never stored):
+    /// a file whose bytes there changed was rewritten.
+    tail: Vec<u8>,
+    /// The last bytes read, just before `read_pos` (at most [`TAIL_BYTES`]; memory only): if
+    /// the file no longer holds them there it was truncated and written again.
+    recent: Vec<u8>,
     /// Offset just past the last line handed to the processor (checkpoint value).
     committed: u64,
     /// Offset up to which bytes were read (committed + pending bytes).
@@ -71,12 +69,15 @@ impl Tracked {
         let file = File::open(path)?;
         let meta = file.metadata()?;
         let (dev, ino) = identity(&meta);
-        let mut t = Tracked {
+        let t = Tracked {
             path: path.to_path_buf(),
             file,
             dev,
             ino,
-            head: Vec::new(),
+            born: born(&meta),
+            head: None,
+            tail: Vec::new(),
+            recent: Vec::new(),
             committed: 0,
             read_pos: 0,
             partial: Vec::new(),
@@ -88,21 +89,45 @@ impl Tracked {
             at_eof: false,
             last_growth: now,
         };
-        t.head = t.read_head();
         Ok(t)
+    }
+
+    /// The open file.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     pub fn size(&self) -> u64 {
         self.file.metadata().map_or(0, |m| m.len())
     }
 
-    fn read_head(&self) -> Vec<u8> {
-        read_head(&self.file)
-    }
-
     /// Positions reading at `offset` (a line boundary from a checkpoint or lineage).
     pub fn resume_at(&mut self, offset: u64) {
         self.seek(offset);
+        self.note_committed();
+    }
+
+    /// Refreshes the in-memory evidence after `committed` moved: the first line's digest (once)
+    /// and the bytes before `committed`.
+    fn note_committed(&mut self) {
+        let c = self.committed;
+        if c == 0 {
+            self.head = None;
+            self.tail.clear();
+            return;
+        }
+        if self.head.is_none() {
+            self.head =
+                identity::first_line(&self.file, c).map(|h| (h.len() as u64, Digest::of(&h)));
+        }
+        // From the bytes read (in memory), not the file: a copytruncate right after the read
+        // must not leave the old identity without its evidence.
+        let pending = usize::try_from(self.read_pos - c).unwrap_or(usize::MAX);
+        self.tail.clear();
+        if let Some(end) = self.recent.len().checked_sub(pending) {
+            let len = usize::try_from(c.min(TAIL_BYTES)).unwrap_or(0).min(end);
+            self.tail.extend_from_slice(&self.recent[end - len..end]);
+        }
     }
 
     /// Positions reading after the last complete line currently in the file.
@@ -118,18 +143,20 @@ impl Tracked {
                 break;
             };
             if let Some(i) = memchr::memrchr(b'\n', &buf[..n]) {
-                self.seek(start + i as u64 + 1);
+                self.resume_at(start + i as u64 + 1);
                 return;
             }
             pos = start;
         }
-        self.seek(0);
+        self.resume_at(0);
     }
 
     fn seek(&mut self, offset: u64) {
         let offset = self.file.seek(SeekFrom::Start(offset)).unwrap_or(0);
         self.committed = offset;
         self.read_pos = offset;
+        let len = offset.min(TAIL_BYTES);
+        self.recent = identity::read_exact_at(&self.file, offset - len, len).unwrap_or_default();
         self.partial.clear();
         self.skipping = false;
         self.reassembler = Reassembler::new(self.max_line_bytes);
@@ -140,6 +167,16 @@ impl Tracked {
         !self.partial.is_empty() || self.skipping || self.reassembler.is_pending()
     }
 
+    /// The file is shorter than what was read: truncated since the last truncation check.
+    pub fn shrank(&self) -> bool {
+        self.size() < self.read_pos
+    }
+
+    /// The file was deleted (no name left): nothing can find it again.
+    pub fn deleted(&self) -> bool {
+        self.file.metadata().is_ok_and(|m| m.nlink() == 0)
+    }
+
     /// Bytes in the file not yet counted.
     pub fn lag(&self) -> u64 {
         self.size().saturating_sub(self.committed)
@@ -148,32 +185,48 @@ impl Tracked {
     /// The checkpoint record of this file. Kept even for an empty file: its path tells a
     /// restarted collector which directory to search for files rotated while it was down.
     pub fn lineage(&self) -> Lineage {
+        let evidence = match self.head {
+            Some((head_len, head_sha256)) if self.committed > 0 && !self.tail.is_empty() => {
+                Some(Evidence {
+                    head_len,
+                    head_sha256,
+                    tail_len: self.tail.len() as u64,
+                    tail_sha256: Digest::of(&self.tail),
+                })
+            }
+            _ => None,
+        };
         Lineage {
             path: self.path.clone(),
             dev: self.dev,
             ino: self.ino,
-            head: self.head.clone(),
+            born_unix_ns: self.born,
             offset: self.committed,
+            evidence,
+            truncated: false,
+            legacy_head: None,
         }
     }
 
-    /// Detects truncation (size < read offset) or rewrite (fingerprint changed). On detection
-    /// returns the old identity (for copy matching) and restarts at offset 0.
+    /// Detects truncation (size < read offset) or rewrite (the bytes before the committed
+    /// offset changed: a copytruncate followed by new writes past our offset; heads alone
+    /// cannot tell, Envoy's heads repeat). On detection returns the old identity, marked
+    /// `truncated` (a copy of it may appear), and restarts at offset 0.
     pub fn detect_truncation(&mut self) -> Option<Lineage> {
         let size = self.file.metadata().ok()?.len();
-        let head_now = self.read_head();
-        let n = self.head.len().min(head_now.len());
-        let rewritten = self.head[..n] != head_now[..n];
-        if size >= self.read_pos && !rewritten {
-            if head_now.len() > self.head.len() {
-                self.head = head_now;
-            }
+        let len = self.recent.len() as u64;
+        let rewritten = size < self.read_pos
+            || (len > 0
+                && identity::read_exact_at(&self.file, self.read_pos - len, len)
+                    .is_none_or(|now| now != self.recent));
+        if !rewritten {
             return None;
         }
-        let old = self.lineage();
+        let mut old = self.lineage();
+        old.truncated = true;
         self.seek(0);
+        self.note_committed();
         self.framing = None;
-        self.head = head_now;
         Some(old)
     }
 
@@ -186,6 +239,7 @@ impl Tracked {
         now: Instant,
     ) {
         let shared = proc.shared().clone();
+        let committed_before = self.committed;
         loop {
             let n = match self.file.read(buf) {
                 Ok(0) => {
@@ -203,6 +257,7 @@ impl Tracked {
             self.at_eof = false;
             self.last_growth = now;
             add(&shared.sources.bytes_read, n as u64);
+            self.remember_recent(&buf[..n]);
             self.consume(&buf[..n], proc, cfg);
         }
         if cfg.eof_ends_line && (!self.partial.is_empty() || self.skipping) {
@@ -220,11 +275,23 @@ impl Tracked {
             proc.process(&lines);
             self.committed = self.read_pos;
         }
-        if self.head.len() < FINGERPRINT_BYTES {
-            let h = self.read_head();
-            if h.len() > self.head.len() {
-                self.head = h;
+        if self.committed != committed_before {
+            self.note_committed();
+        }
+    }
+
+    /// Keeps the last [`TAIL_BYTES`] of what was read (`data` follows what was read before).
+    fn remember_recent(&mut self, data: &[u8]) {
+        let cap = TAIL_BYTES as usize;
+        if data.len() >= cap {
+            self.recent.clear();
+            self.recent.extend_from_slice(&data[data.len() - cap..]);
+        } else {
+            let keep = cap - data.len();
+            if self.recent.len() > keep {
+                self.recent.drain(..self.recent.len() - keep);
             }
+            self.recent.extend_from_slice(data);
         }
     }
 
@@ -302,9 +369,17 @@ impl Tracked {
 
     /// Applies container framing to one line.
     fn frame<'a>(&mut self, line: Cow<'a, [u8]>, out: &mut Vec<Line<'a>>) {
-        let framing = *self
-            .framing
-            .get_or_insert_with(|| container::detect_framing(&line));
+        let framing = match self.framing {
+            Some(f) => f,
+            None => match container::detect_framing(&line) {
+                // A cut or garbage line frames as nothing: the next line decides.
+                Framing::Raw if !looks_like_access_log(&line) => {
+                    out.push(Line::Text(line));
+                    return;
+                }
+                f => *self.framing.insert(f),
+            },
+        };
         let parse: fn(&[u8]) -> Result<Chunk<'_>, vpslens_parsers::ParseError> = match framing {
             Framing::Raw => {
                 out.push(Line::Text(line));
@@ -343,4 +418,11 @@ impl Tracked {
             FramingMode::Docker => self.framing = Some(Framing::DockerJson),
         }
     }
+}
+
+/// A whole access-log line as Envoy writes it to a file: a JSON object (`{…}`) or Istio's TEXT
+/// format (`[<start time>] "…`). Auto framing settles on raw only on such a line.
+fn looks_like_access_log(line: &[u8]) -> bool {
+    (line.first() == Some(&b'{') && line.last() == Some(&b'}'))
+        || (line.first() == Some(&b'[') && memchr::memmem::find(line, b"] \"").is_some())
 }
