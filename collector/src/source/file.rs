@@ -167,9 +167,18 @@ impl Tracked {
         !self.partial.is_empty() || self.skipping || self.reassembler.is_pending()
     }
 
-    /// The file is shorter than what was read: truncated since the last truncation check.
-    pub fn shrank(&self) -> bool {
-        self.size() < self.read_pos
+    /// The file is shorter than what was read, or no longer holds the bytes last read where
+    /// they were: truncated (and perhaps written again) since the last truncation check.
+    /// Reads at most [`TAIL_BYTES`]; changes nothing (see [`Tracked::detect_truncation`]).
+    pub fn rewritten(&self) -> bool {
+        let Ok(meta) = self.file.metadata() else {
+            return false;
+        };
+        let len = self.recent.len() as u64;
+        meta.len() < self.read_pos
+            || (len > 0
+                && identity::read_exact_at(&self.file, self.read_pos - len, len)
+                    .is_none_or(|now| now != self.recent))
     }
 
     /// The file was deleted (no name left): nothing can find it again.
@@ -213,13 +222,7 @@ impl Tracked {
     /// cannot tell, Envoy's heads repeat). On detection returns the old identity, marked
     /// `truncated` (a copy of it may appear), and restarts at offset 0.
     pub fn detect_truncation(&mut self) -> Option<Lineage> {
-        let size = self.file.metadata().ok()?.len();
-        let len = self.recent.len() as u64;
-        let rewritten = size < self.read_pos
-            || (len > 0
-                && identity::read_exact_at(&self.file, self.read_pos - len, len)
-                    .is_none_or(|now| now != self.recent));
-        if !rewritten {
+        if !self.rewritten() {
             return None;
         }
         let mut old = self.lineage();

@@ -24,7 +24,9 @@
 //!   2. a copy (a different inode) only of a file truncated in place (copytruncate), and only
 //!      in the poll that found the truncation (while running) or found a checkpointed inode
 //!      present but failing its evidence (at restart): a copy is made before the truncation,
-//!      later files copy newer bytes, which may repeat the old ones;
+//!      later files copy newer bytes, which may repeat the old ones. A new file met while a
+//!      followed file shows a truncation newer than this poll's check (a copytruncate racing
+//!      the poll) is decided on the next poll, after that check;
 //!   3. an empty new file is decided on once it has bytes (`cp` creates its copy empty);
 //!      a new file that holds so far only bytes of a followed file, at the same positions (its
 //!      whole first line and its last 4 KiB), may be a copy being made: it waits until that
@@ -230,6 +232,12 @@ impl Tailer {
     /// One full cycle: detect truncation, discover files, read everything available, drop
     /// files that are gone and quiet, checkpoint if due.
     pub fn poll(&mut self) {
+        self.poll_with(&mut || {});
+    }
+
+    /// [`Tailer::poll`], calling `after_truncation_check` between the truncation check and
+    /// discovery (tests put a rotation there: writers do not wait for our polls).
+    fn poll_with(&mut self, after_truncation_check: &mut dyn FnMut()) {
         let now = Instant::now();
         let wall = std::time::SystemTime::now();
         // A truncated identity is a copy candidate only in the poll that found it truncated
@@ -238,6 +246,7 @@ impl Tailer {
         // bytes, which may repeat the old ones.
         self.known.retain(|l| !l.truncated);
         self.check_truncations();
+        after_truncation_check();
         self.discover(now);
         self.scan_siblings(now);
         for i in 0..self.files.len() {
@@ -521,7 +530,7 @@ impl Tailer {
             if self.cfg.read_from == ReadFrom::End {
                 t.start_at_end();
             }
-        } else if size == 0 || self.files.iter().any(Tracked::shrank) {
+        } else if size == 0 || self.defer_for_truncation(dev, ino, now) {
             // Nothing to decide on yet: `cp` creates its copy empty, then fills it; and a
             // followed file truncated since this poll's truncation check (its copy may be
             // this file) is handled first, on the next poll.
@@ -577,6 +586,11 @@ impl Tailer {
             let l = self.known.remove(i);
             tracing::info!(path = %path.display(), offset = l.offset, "copy of a truncated file: continuing where it was read");
             t.resume_at(l.offset);
+        } else if self.defer_for_truncation(dev, ino, now) {
+            // A followed file was truncated while this one was being compared with it (a
+            // copytruncate racing this poll): it no longer shows that this is its copy, and
+            // the truncated identity that would is known only from the next poll's check.
+            return;
         } else {
             tracing::debug!(path = %path.display(), size, "new file: reading from 0");
         }
@@ -587,6 +601,26 @@ impl Tailer {
         self.copy_waits.remove(&(dev, ino));
         t.found = true;
         self.files.push(t);
+    }
+
+    /// Some followed file was truncated or rewritten since this poll's truncation check: a new
+    /// file `(dev, ino)` may be its copy, decided on the next poll (after that check). It is
+    /// noted as a possible copy of that file, so a copy still being made (shorter than the
+    /// offset read) continues where the original was read rather than from 0.
+    fn defer_for_truncation(&mut self, dev: u64, ino: u64, now: Instant) -> bool {
+        let Some(of) = self
+            .files
+            .iter()
+            .find(|f| f.rewritten())
+            .map(|f| (f.dev, f.ino))
+        else {
+            return false;
+        };
+        if self.copy_waits.len() > MAX_RETIRED {
+            self.copy_waits.clear();
+        }
+        self.copy_waits.entry((dev, ino)).or_insert((now, of));
+        true
     }
 
     fn drop_gone(&mut self, now: Instant) {
@@ -817,6 +851,80 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use std::io::{Read, Write};
+
+    fn json_line(seq: u64) -> String {
+        format!(
+            "{{\"authority\":\"panel.example.com\",\"downstream_remote_address\":\"10.0.0.1:40000\",\"method\":\"GET\",\"path\":\"/\",\"protocol\":\"HTTP/1.1\",\"request_id\":\"{seq:08}\",\"response_code\":200,\"start_time\":\"2026-11-23T05:38:15.940Z\"}}\n"
+        )
+    }
+
+    fn append(path: &Path, seqs: std::ops::Range<u64>) {
+        let text: String = seqs.map(json_line).collect();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+
+    fn counted(t: &Tailer) -> u64 {
+        let agg = t.processor().shared().lock();
+        agg.requests_by_node().get("n1").copied().unwrap_or(0)
+    }
+
+    #[test]
+    fn copytruncate_during_a_poll_does_not_recount_the_copy() {
+        // Regression (issue 14, the SIGKILL loop over-counting ~380 lines): a writer copied the
+        // live file and truncated it after this poll's truncation check; the sibling scan then
+        // compared the copy with the truncated original, found no proof it was a copy, and read
+        // it from 0 although the original had been read up to its offset.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let copy = dir.path().join("access.log.1");
+        std::fs::write(&log, "").unwrap();
+        let registry = crate::resolve::Registry::build(vec![crate::resolve::NodeSpec {
+            name: "n1".into(),
+            addresses: vec!["10.0.0.1".into()],
+            node_id: Some(1),
+            labels: Default::default(),
+        }])
+        .unwrap();
+        let shared =
+            crate::pipeline::Shared::with_registry(registry, crate::aggregate::Limits::default());
+        let cfg = TailConfig {
+            patterns: vec![log.display().to_string()],
+            read_from: ReadFrom::Beginning,
+            poll_interval: Duration::from_millis(10),
+            rotate_wait: Duration::from_secs(3600),
+            state_dir: Some(dir.path().join("state")),
+            checkpoint_interval: Duration::from_secs(3600),
+            read_chunk_bytes: 4096,
+            ..TailConfig::default()
+        };
+        let mut t = Tailer::new(cfg, LineProcessor::new(shared)).unwrap();
+        t.poll();
+        append(&log, 0..20);
+        t.poll();
+        assert_eq!(counted(&t), 20);
+        // Written after the last read: only the copy holds these.
+        append(&log, 20..25);
+        t.poll_with(&mut || {
+            std::fs::copy(&log, &copy).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&log)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+            // Written again up to the old offset (lines of equal length) before the sibling
+            // scan looks: not shorter than what was read, but no longer what the copy holds.
+            append(&log, 25..45);
+        });
+        t.poll();
+        t.poll();
+        assert_eq!(counted(&t), 45, "every line once: the copy continues at 20");
+    }
 
     #[test]
     fn the_tailers_own_reads_do_not_wake_it() {
