@@ -3,14 +3,14 @@
 //! [`LineProcessor::process`] takes a batch of whole lines from the source stage, parses and
 //! attributes them **without** holding any lock (on `parse_threads` threads when more than one),
 //! then locks the [`Aggregator`] once to apply the batch. Both `vpslens run` and `vpslens
-//! replay` go through it.
+//! replay` go through it: it is the tailer's [`LineSink`] (the source stage's output seam), and
+//! its checkpointed state is the [`Aggregator`].
 //!
 //! **Architecture Invariant:** outcomes are applied to the aggregator in line order, on one
 //! thread, so every counter, interned id and heavy-hitter entry is the same for any number of
 //! parse threads (`collector/tests/parallel_identical.rs`).
 
-use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rayon::prelude::*;
@@ -23,6 +23,9 @@ use crate::aggregate::{method_index, Aggregator, Event, Limits, LineResult};
 use crate::resolve::geo::{Geo, GeoCache, GeoLabels};
 use crate::resolve::reload::RegistryHandle;
 use crate::resolve::Registry;
+use crate::source::sink::Applied;
+pub use crate::source::sink::{Line, LineSink};
+pub use crate::source::stats::{add, SourceStats};
 
 /// How lines are interpreted. Built from the config; immutable while running.
 #[derive(Debug, Clone)]
@@ -44,31 +47,6 @@ pub struct PipelineConfig {
     pub attribute_unregistered_by_node_id: bool,
 }
 
-/// Source-stage counters (lock-free; updated by the tailer).
-#[derive(Debug, Default)]
-pub struct SourceStats {
-    /// Bytes read from all files.
-    pub bytes_read: AtomicU64,
-    /// Lines (after container-log reassembly) handed to the parser.
-    pub lines_read: AtomicU64,
-    /// Rename/create rotations detected.
-    pub rotations: AtomicU64,
-    /// Truncations (copytruncate, truncate, rewrite) detected.
-    pub truncations: AtomicU64,
-    /// Lines skipped because they exceeded `max_line_bytes`.
-    pub long_lines_skipped: AtomicU64,
-    /// Checkpoints written.
-    pub checkpoint_writes: AtomicU64,
-    /// Checkpoint writes that failed.
-    pub checkpoint_failures: AtomicU64,
-    /// 1 when the latest checkpoint write failed, 0 otherwise (also before the first write).
-    pub checkpoint_last_write_failed: AtomicU64,
-    /// Unix seconds of the latest successful checkpoint write (0 = none yet).
-    pub checkpoint_last_success_unix: AtomicU64,
-    /// Files currently followed with their read lag (size − offset, bytes).
-    pub lag: Mutex<Vec<(String, u64)>>,
-}
-
 /// Everything the export stage reads.
 #[derive(Debug)]
 pub struct Shared {
@@ -76,14 +54,12 @@ pub struct Shared {
     pub agg: Mutex<Aggregator>,
     /// The registry in force.
     pub registry: Arc<RegistryHandle>,
-    /// Source-stage counters.
-    pub sources: SourceStats,
+    /// Source-stage counters (shared with the tailer, which updates them).
+    pub sources: Arc<SourceStats>,
     /// Pipeline settings (for route labels).
     pub config: PipelineConfig,
     /// Istio/Kiali export settings.
     pub istio: crate::export::istio::IstioConfig,
-    /// Set once the tailer has completed its first pass over the configured files.
-    pub ready: AtomicBool,
     /// Expected seconds between a node's polls when its registry entry has no
     /// `poll_interval_seconds` label (config `default_poll_interval_seconds`, default 60).
     pub default_poll_interval_seconds: AtomicU64,
@@ -93,21 +69,6 @@ pub struct Shared {
     pub history: Mutex<crate::aggregate::window::History>,
     /// Render slots of `/metrics` and `/metrics/istio` (`istio.max_concurrent_renders`).
     pub scrapes: crate::export::scrape::ScrapeGate,
-}
-
-impl SourceStats {
-    /// Records the outcome of a checkpoint write (counters and the last-write gauges).
-    pub fn record_checkpoint(&self, ok: bool) {
-        if ok {
-            add(&self.checkpoint_writes, 1);
-            self.checkpoint_last_success_unix
-                .store(crate::unix_now_seconds(), Ordering::Relaxed);
-        } else {
-            add(&self.checkpoint_failures, 1);
-        }
-        self.checkpoint_last_write_failed
-            .store(u64::from(!ok), Ordering::Relaxed);
-    }
 }
 
 impl Shared {
@@ -121,10 +82,9 @@ impl Shared {
             scrapes: crate::export::scrape::ScrapeGate::new(istio.max_concurrent_renders),
             agg: Mutex::new(Aggregator::new(config.limits)),
             registry,
-            sources: SourceStats::default(),
+            sources: Arc::new(SourceStats::default()),
             config,
             istio,
-            ready: AtomicBool::new(false),
             default_poll_interval_seconds: AtomicU64::new(60),
             fleet: crate::export::fleet::FleetConfig::default(),
             history: Mutex::new(crate::aggregate::window::History::default()),
@@ -177,28 +137,6 @@ impl Shared {
     /// metrics).
     pub fn lock(&self) -> MutexGuard<'_, Aggregator> {
         crate::lock_unpoisoned(&self.agg)
-    }
-}
-
-/// A line the source stage hands over.
-#[derive(Debug)]
-pub enum Line<'a> {
-    /// A whole line without its newline.
-    Text(Cow<'a, [u8]>),
-    /// A line longer than `max_line_bytes` was skipped.
-    TooLong,
-    /// Container-log framing was malformed.
-    Malformed(ParseError),
-}
-
-impl<'a> Line<'a> {
-    /// A batch of whole lines borrowed from `lines` (each without its newline): how replays of
-    /// in-memory logs, tests and benches feed [`LineProcessor::process`].
-    pub fn batch<S: AsRef<[u8]>>(lines: &'a [S]) -> Vec<Line<'a>> {
-        lines
-            .iter()
-            .map(|l| Line::Text(Cow::Borrowed(l.as_ref())))
-            .collect()
     }
 }
 
@@ -398,9 +336,23 @@ impl LineProcessor {
     }
 }
 
-/// Records `n` bytes read.
-pub fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
+/// The parse stage as the tailer's sink: applies every line; its state is the [`Aggregator`].
+impl LineSink for LineProcessor {
+    type State = Aggregator;
+
+    fn apply(&mut self, lines: &[Line<'_>]) -> Applied {
+        self.process(lines);
+        Applied { lines: lines.len() }
+    }
+
+    fn snapshot(&self) -> Aggregator {
+        self.shared.lock().clone()
+    }
+
+    fn restore(&mut self, state: Aggregator) {
+        *self.shared.lock() = state.restore(self.shared.config.limits);
+        self.invalidate();
+    }
 }
 
 #[cfg(test)]

@@ -83,7 +83,12 @@ fn replay(path: &Path) -> (std::collections::BTreeMap<String, u64>, [u64; 4]) {
         read_chunk_bytes: 1000, // small reads: chunks and lines straddle buffer boundaries
         eof_ends_line: true,
     };
-    let mut t = Tailer::new(cfg, LineProcessor::new(shared.clone())).unwrap();
+    let mut t = Tailer::new(
+        cfg,
+        LineProcessor::new(shared.clone()),
+        shared.sources.clone(),
+    )
+    .unwrap();
     t.poll();
     let agg = shared.lock();
     (agg.requests_by_node(), agg.lines)

@@ -37,7 +37,12 @@ fn long_line_is_skipped_counted_and_does_not_stop_the_file() {
         read_chunk_bytes: 4096,
         eof_ends_line: false,
     };
-    let mut t = Tailer::new(cfg, LineProcessor::new(shared.clone())).unwrap();
+    let mut t = Tailer::new(
+        cfg,
+        LineProcessor::new(shared.clone()),
+        shared.sources.clone(),
+    )
+    .unwrap();
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)

@@ -174,7 +174,7 @@ impl World {
 }
 
 struct Collector {
-    tailer: Tailer,
+    tailer: Tailer<LineProcessor>,
 }
 
 fn registry() -> Registry {
@@ -207,14 +207,19 @@ fn start(world: &World, state: &Path) -> Collector {
         read_chunk_bytes: 4096,
         eof_ends_line: false,
     };
-    let mut tailer = Tailer::new(cfg, LineProcessor::new(shared)).unwrap();
+    let mut tailer = Tailer::new(
+        cfg,
+        LineProcessor::new(shared.clone()),
+        shared.sources.clone(),
+    )
+    .unwrap();
     // The collector's first pass happens when it starts (read_from: end applies then).
     tailer.poll();
     Collector { tailer }
 }
 
 fn counted(c: &Collector) -> (u64, u64) {
-    let shared = c.tailer.processor().shared();
+    let shared = c.tailer.sink().shared();
     let agg = shared.lock();
     let by_node = agg.requests_by_node();
     (
@@ -406,7 +411,12 @@ fn tail_config(patterns: Vec<String>, state: Option<&Path>) -> TailConfig {
 
 fn tailer(cfg: TailConfig) -> Collector {
     let shared = Shared::with_registry(registry(), Limits::default());
-    let mut tailer = Tailer::new(cfg, LineProcessor::new(shared)).unwrap();
+    let mut tailer = Tailer::new(
+        cfg,
+        LineProcessor::new(shared.clone()),
+        shared.sources.clone(),
+    )
+    .unwrap();
     tailer.poll();
     Collector { tailer }
 }

@@ -96,7 +96,11 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Error> {
         tc.read_from = ReadFrom::Beginning;
         tc.state_dir = None;
         tc.eof_ends_line = true;
-        let mut tailer = Tailer::new(tc, LineProcessor::new(shared.clone()))?;
+        let mut tailer = Tailer::new(
+            tc,
+            LineProcessor::new(shared.clone()),
+            shared.sources.clone(),
+        )?;
         tailer.poll();
     }
     tracing::debug!(ms = ms_since(started), "replay: logs read");

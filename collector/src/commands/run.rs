@@ -112,14 +112,22 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
         );
     }
     let shared = super::shared(&s, registry, 1)?;
-    let tailer = match Tailer::new(f.tail_config(), LineProcessor::new(shared.clone())) {
+    let tailer = match Tailer::new(
+        f.tail_config(),
+        LineProcessor::new(shared.clone()),
+        shared.sources.clone(),
+    ) {
         Err(SourceError::Checkpoint(e @ CheckpointError::Corrupt { .. })) => {
             let dir = f.state_dir.as_deref().unwrap_or(std::path::Path::new("."));
             if !args.discard_corrupt_checkpoint {
                 return Err(Error::Usage(preflight::corrupt_checkpoint_hint(&e)));
             }
             preflight::discard_checkpoint(dir)?;
-            Tailer::new(f.tail_config(), LineProcessor::new(shared.clone()))?
+            Tailer::new(
+                f.tail_config(),
+                LineProcessor::new(shared.clone()),
+                shared.sources.clone(),
+            )?
         }
         other => other?,
     };

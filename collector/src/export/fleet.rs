@@ -460,7 +460,7 @@ pub fn snapshot(shared: &Shared, now_ms: i64) -> Fleet {
             .unwrap_or_default(),
         checkpoint_writes_total: s.checkpoint_writes.load(Ordering::Relaxed),
         checkpoint_failures_total: s.checkpoint_failures.load(Ordering::Relaxed),
-        ready: shared.ready.load(Ordering::Acquire),
+        ready: shared.sources.ready.load(Ordering::Acquire),
         registry_last_reload_successful: shared
             .registry
             .source_stats()

@@ -45,7 +45,7 @@ async fn istio_handler(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Resp
 /// gateway pod's, and a full state volume must not take the gateway out of service (the
 /// metric `vpslens_checkpoint_last_write_successful` and `VpslensCheckpointFailing` alert).
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
-    if s.ready.load(Ordering::Acquire) {
+    if s.sources.ready.load(Ordering::Acquire) {
         if s.sources
             .checkpoint_last_write_failed
             .load(Ordering::Relaxed)

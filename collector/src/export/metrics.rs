@@ -623,7 +623,7 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
     w.sample_u64(
         READY.name,
         &[],
-        u64::from(shared.ready.load(Ordering::Acquire)),
+        u64::from(shared.sources.ready.load(Ordering::Acquire)),
     );
 }
 

@@ -1,8 +1,10 @@
 //! Checkpoints: file offsets **and** counters, written together atomically.
 //!
-//! Storing the aggregator beside the offsets makes restarts exact even after a crash: on start the
-//! counters are restored to the state that matches the offsets, and reading resumes at those
-//! offsets, so every line is counted once whatever happened between two checkpoints.
+//! Storing the sink's state (the aggregator's counters in `vpslens run`; see
+//! [`LineSink`](super::sink::LineSink)) beside the offsets makes restarts exact even after a
+//! crash: on start the counters are restored to the state that matches the offsets, and reading
+//! resumes at those offsets, so every line is counted once whatever happened between two
+//! checkpoints. The source stage does not know what the state is.
 //!
 //! Write protocol: serialise to `checkpoint.json.tmp`, `fsync`, `rename` over `checkpoint.json`,
 //! `fsync` the directory.
@@ -11,10 +13,9 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-
-use crate::aggregate::Aggregator;
 
 /// Current checkpoint format version. Version 1 (raw head bytes per file) still loads: see
 /// [`Lineage::legacy_head`].
@@ -54,9 +55,10 @@ pub struct Lineage {
 
 pub use super::identity::Evidence;
 
-/// What a checkpoint file holds.
+/// What a checkpoint file holds; `S` is the sink's state
+/// ([`LineSink::State`](super::sink::LineSink::State)).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub struct Checkpoint<S> {
     /// [`VERSION`].
     pub version: u32,
     /// When it was written (Unix milliseconds). Files modified later may hold unread lines.
@@ -64,8 +66,10 @@ pub struct Checkpoint {
     pub saved_at_unix_ms: u64,
     /// Files being followed and recently retired ones (for copies and re-discovery).
     pub files: Vec<Lineage>,
-    /// Counters consistent with `files`.
-    pub aggregator: Aggregator,
+    /// The sink's state consistent with `files` (stored under `aggregator`, its name in every
+    /// checkpoint written so far).
+    #[serde(rename = "aggregator")]
+    pub state: S,
 }
 
 /// Checkpoint I/O failure.
@@ -99,17 +103,20 @@ pub fn path_in(state_dir: &Path) -> PathBuf {
 /// # Errors
 /// [`CheckpointError`] if it exists but cannot be read or decoded (the caller refuses to start
 /// rather than silently re-counting or skipping data).
-pub fn load(state_dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+pub fn load<S: DeserializeOwned>(
+    state_dir: &Path,
+) -> Result<Option<Checkpoint<S>>, CheckpointError> {
     let path = path_in(state_dir);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(CheckpointError::Io { path, source }),
     };
-    let cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let cp: Checkpoint<S> =
+        serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     if cp.version != VERSION && cp.version != 1 {
         return Err(CheckpointError::Corrupt {
             path,
@@ -123,7 +130,7 @@ pub fn load(state_dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
 ///
 /// # Errors
 /// [`CheckpointError::Io`]; the previous checkpoint is left intact.
-pub fn store(state_dir: &Path, cp: &Checkpoint) -> Result<(), CheckpointError> {
+pub fn store<S: Serialize>(state_dir: &Path, cp: &Checkpoint<S>) -> Result<(), CheckpointError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| CheckpointError::Io { path, source }

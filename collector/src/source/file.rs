@@ -11,8 +11,9 @@ use vpslens_parsers::container::{self, Assembled, Chunk, Framing, Reassembler, S
 
 use super::checkpoint::Lineage;
 use super::identity::{self, Digest, Evidence, TAIL_BYTES};
+use super::sink::{Line, LineSink};
+use super::stats::{add, SourceStats};
 use super::{FramingMode, TailConfig};
-use crate::pipeline::{add, Line, LineProcessor};
 
 /// `(device, inode)` of a file.
 pub fn identity(meta: &Metadata) -> (u64, u64) {
@@ -233,15 +234,16 @@ impl Tracked {
         Some(old)
     }
 
-    /// Reads everything available and processes it in batches.
-    pub fn drain(
+    /// Reads everything available and hands it to `sink` in batches. Stops early (not at end
+    /// of file) when the sink applied only part of a batch: the rest is read again next poll.
+    pub fn drain<K: LineSink>(
         &mut self,
         buf: &mut [u8],
-        proc: &mut LineProcessor,
+        sink: &mut K,
+        stats: &SourceStats,
         cfg: &TailConfig,
         now: Instant,
     ) {
-        let shared = proc.shared().clone();
         let committed_before = self.committed;
         loop {
             let n = match self.file.read(buf) {
@@ -259,9 +261,11 @@ impl Tracked {
             };
             self.at_eof = false;
             self.last_growth = now;
-            add(&shared.sources.bytes_read, n as u64);
+            add(&stats.bytes_read, n as u64);
             self.remember_recent(&buf[..n]);
-            self.consume(&buf[..n], proc, cfg);
+            if !self.consume(&buf[..n], sink, stats, cfg) {
+                break;
+            }
         }
         if cfg.eof_ends_line && (!self.partial.is_empty() || self.skipping) {
             // Replay: the final line of a finished file may lack its newline.
@@ -269,14 +273,21 @@ impl Tracked {
             if self.skipping {
                 self.skipping = false;
                 lines.push(Line::TooLong);
-                add(&shared.sources.long_lines_skipped, 1);
+                add(&stats.long_lines_skipped, 1);
             } else {
                 let line = std::mem::take(&mut self.partial);
                 self.frame(Cow::Owned(line), &mut lines);
             }
-            add(&shared.sources.lines_read, lines.len() as u64);
-            proc.process(&lines);
-            self.committed = self.read_pos;
+            let applied = sink.apply(&lines).lines.min(lines.len());
+            add(&stats.lines_read, applied as u64);
+            if applied == lines.len() {
+                self.committed = self.read_pos;
+            } else {
+                // Read the unapplied tail again next poll.
+                let c = self.committed;
+                self.seek(c);
+                self.at_eof = false;
+            }
         }
         if self.committed != committed_before {
             self.note_committed();
@@ -298,11 +309,17 @@ impl Tracked {
         }
     }
 
-    /// Splits `data` (the bytes at `read_pos`) into lines, frames and processes them, then
-    /// advances `committed` to the end of the last line after which no container partial
-    /// sequence is pending.
-    fn consume(&mut self, data: &[u8], proc: &mut LineProcessor, cfg: &TailConfig) {
-        let shared = proc.shared().clone();
+    /// Splits `data` (the bytes at `read_pos`) into lines, frames them and hands them to
+    /// `sink`, then advances `committed` to the end of the last applied line after which no
+    /// container partial sequence is pending. Returns `false` when the sink applied only part of
+    /// the batch: reading was then rewound to `committed` (`at_eof` cleared).
+    fn consume<K: LineSink>(
+        &mut self,
+        data: &[u8],
+        sink: &mut K,
+        stats: &SourceStats,
+        cfg: &TailConfig,
+    ) -> bool {
         let max = cfg.max_line_bytes;
         let base = self.read_pos;
         // Sized for ~512-byte lines (Istio JSON lines are ~800): no regrowth per read in the
@@ -345,7 +362,9 @@ impl Tracked {
             }
         }
         let mut out = Vec::with_capacity(raw.len());
-        let mut new_committed = None;
+        // Line boundaries where no partial sequence is pending: (lines handed over up to
+        // there, offset just past it).
+        let mut safe: Vec<(usize, u64)> = Vec::new();
         let mut long = 0u64;
         for (line, end) in raw {
             match line {
@@ -356,18 +375,31 @@ impl Tracked {
                 }
             }
             if !self.reassembler.is_pending() {
-                new_committed = Some(end);
+                safe.push((out.len(), end));
             }
         }
-        add(&shared.sources.long_lines_skipped, long);
-        add(&shared.sources.lines_read, out.len() as u64);
-        if !out.is_empty() {
-            proc.process(&out);
+        add(&stats.long_lines_skipped, long);
+        let applied = if out.is_empty() {
+            0
+        } else {
+            sink.apply(&out).lines.min(out.len())
+        };
+        add(&stats.lines_read, applied as u64);
+        if applied < out.len() {
+            // Offsets advance only past applied lines; the rest is read again.
+            if let Some(&(_, c)) = safe.iter().rev().find(|(n, _)| *n <= applied) {
+                self.committed = c;
+            }
+            let c = self.committed;
+            self.seek(c);
+            self.at_eof = false;
+            return false;
         }
         self.read_pos += data.len() as u64;
-        if let Some(c) = new_committed {
+        if let Some(&(_, c)) = safe.last() {
             self.committed = c;
         }
+        true
     }
 
     /// Applies container framing to one line.

@@ -1,8 +1,9 @@
 //! Source stage: follow access-log files across rotation, truncation and restarts.
 //!
-//! **Architecture Invariant:** a line is handed to the [`LineProcessor`] exactly once. Offsets
-//! only advance past lines that were processed, and checkpoints store offsets together with the
-//! counters they produced.
+//! **Architecture Invariant:** a line is handed to the [`LineSink`] exactly once. Offsets only
+//! advance past lines the sink reports applied, and checkpoints store offsets together with the
+//! sink state (the counters) they produced. The source stage knows nothing later: the sink is
+//! any [`LineSink`] (`pipeline::LineProcessor` in `vpslens run` and `replay`).
 //!
 //! **Architecture Invariant (file identity):** two distinct files are never taken for one.
 //! - A followed file is its open descriptor, `(device, inode)`; it is held open, so its inode
@@ -53,15 +54,18 @@
 pub mod checkpoint;
 mod file;
 pub mod identity;
+pub mod sink;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use crate::pipeline::LineProcessor;
 use checkpoint::{Checkpoint, Lineage};
 use file::Tracked;
+pub use sink::{Applied, Line, LineSink};
+pub use stats::SourceStats;
 
 /// Retired identities remembered for copy detection.
 const MAX_RETIRED: usize = 256;
@@ -152,11 +156,13 @@ pub enum SourceError {
     Checkpoint(#[from] checkpoint::CheckpointError),
 }
 
-/// Follows files and feeds their lines to a [`LineProcessor`].
+/// Follows files and feeds their lines to a [`LineSink`] `K`.
 #[derive(Debug)]
-pub struct Tailer {
+pub struct Tailer<K: LineSink> {
     cfg: TailConfig,
-    processor: LineProcessor,
+    sink: K,
+    /// Counters this stage publishes (read by the export stage).
+    stats: Arc<SourceStats>,
     files: Vec<Tracked>,
     /// Identities of files no longer followed (truncated, dropped) or from the checkpoint.
     known: Vec<Lineage>,
@@ -179,13 +185,18 @@ pub struct Tailer {
     buf: Vec<u8>,
 }
 
-impl Tailer {
-    /// Creates a tailer, restoring counters and offsets from the checkpoint in `state_dir` if
-    /// there is one.
+impl<K: LineSink> Tailer<K> {
+    /// Creates a tailer feeding `sink` and updating `stats`, restoring the sink's state and the
+    /// offsets from the checkpoint in `state_dir` if there is one.
     ///
     /// # Errors
-    /// [`SourceError`] for invalid patterns or an unreadable checkpoint.
-    pub fn new(cfg: TailConfig, mut processor: LineProcessor) -> Result<Tailer, SourceError> {
+    /// [`SourceError`] for invalid patterns or an unreadable checkpoint (including a sink state
+    /// that does not decode as `K::State`).
+    pub fn new(
+        cfg: TailConfig,
+        mut sink: K,
+        stats: Arc<SourceStats>,
+    ) -> Result<Tailer<K>, SourceError> {
         for p in &cfg.patterns {
             glob::Pattern::new(p).map_err(|e| SourceError::Pattern {
                 pattern: p.clone(),
@@ -196,11 +207,9 @@ impl Tailer {
         let mut restored = false;
         let mut saved_at = 0;
         if let Some(dir) = &cfg.state_dir {
-            if let Some(cp) = checkpoint::load(dir)? {
+            if let Some(cp) = checkpoint::load::<K::State>(dir)? {
                 saved_at = cp.saved_at_unix_ms;
-                let shared = processor.shared().clone();
-                *shared.lock() = cp.aggregator.restore(shared.config.limits);
-                processor.invalidate();
+                sink.restore(cp.state);
                 known = cp.files;
                 restored = true;
                 tracing::info!(files = known.len(), "restored checkpoint");
@@ -209,7 +218,8 @@ impl Tailer {
         let buf = vec![0; cfg.read_chunk_bytes.max(4096)];
         Ok(Tailer {
             cfg,
-            processor,
+            sink,
+            stats,
             files: Vec::new(),
             known,
             first_pass: true,
@@ -224,9 +234,9 @@ impl Tailer {
         })
     }
 
-    /// The processor (for tests and replay summaries).
-    pub fn processor(&self) -> &LineProcessor {
-        &self.processor
+    /// The sink (for tests and replay summaries).
+    pub fn sink(&self) -> &K {
+        &self.sink
     }
 
     /// One full cycle: detect truncation, discover files, read everything available, drop
@@ -251,7 +261,7 @@ impl Tailer {
         self.scan_siblings(now);
         for i in 0..self.files.len() {
             let (files, buf) = (&mut self.files, &mut self.buf);
-            files[i].drain(buf, &mut self.processor, &self.cfg, now);
+            files[i].drain(buf, &mut self.sink, &self.stats, &self.cfg, now);
         }
         self.drop_gone(now);
         self.publish_lag();
@@ -259,7 +269,7 @@ impl Tailer {
         if self.first_pass {
             self.first_pass = false;
             self.checkpoint_soon = true;
-            self.processor.shared().ready.store(true, Ordering::Release);
+            self.stats.ready.store(true, Ordering::Release);
         }
         if self.cfg.state_dir.is_some()
             && (self.checkpoint_soon
@@ -296,30 +306,27 @@ impl Tailer {
                 .filter(|l| l.legacy_head.is_none() && !l.truncated)
                 .cloned(),
         );
-        let shared = self.processor.shared().clone();
-        let aggregator = shared.lock().clone();
         let cp = Checkpoint {
             version: checkpoint::VERSION,
             saved_at_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             files,
-            aggregator,
+            state: self.sink.snapshot(),
         };
         match checkpoint::store(&dir, &cp) {
-            Ok(()) => shared.sources.record_checkpoint(true),
+            Ok(()) => self.stats.record_checkpoint(true),
             Err(e) => {
-                shared.sources.record_checkpoint(false);
+                self.stats.record_checkpoint(false);
                 tracing::error!(error = %e, "checkpoint write failed");
             }
         }
     }
 
     fn check_truncations(&mut self) {
-        let shared = self.processor.shared().clone();
         for f in &mut self.files {
             if let Some(old) = f.detect_truncation() {
-                crate::pipeline::add(&shared.sources.truncations, 1);
+                stats::add(&self.stats.truncations, 1);
                 tracing::info!(path = %f.path.display(), "file truncated or rewritten; reading from 0");
                 remember(&mut self.known, old);
                 self.sibling_seen.clear();
@@ -595,7 +602,7 @@ impl Tailer {
             tracing::debug!(path = %path.display(), size, "new file: reading from 0");
         }
         if !self.first_pass && self.files.iter().any(|f| f.path == path && !f.found) {
-            crate::pipeline::add(&self.processor.shared().sources.rotations, 1);
+            stats::add(&self.stats.rotations, 1);
             self.checkpoint_soon = true;
         }
         self.copy_waits.remove(&(dev, ino));
@@ -648,8 +655,7 @@ impl Tailer {
             .filter(|f| f.found)
             .map(|f| (f.path.display().to_string(), f.lag()))
             .collect();
-        let shared = self.processor.shared();
-        if let Ok(mut l) = shared.sources.lag.lock() {
+        if let Ok(mut l) = self.stats.lag.lock() {
             *l = lag;
         }
     }
@@ -820,7 +826,7 @@ impl TailHandle {
     ///
     /// # Errors
     /// Thread creation failure.
-    pub fn spawn(tailer: Tailer) -> std::io::Result<TailHandle> {
+    pub fn spawn<K: LineSink + Send + 'static>(tailer: Tailer<K>) -> std::io::Result<TailHandle> {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let watcher = watch_dirs(&tailer.cfg.patterns, tx.clone());
@@ -868,8 +874,8 @@ mod tests {
             .unwrap();
     }
 
-    fn counted(t: &Tailer) -> u64 {
-        let agg = t.processor().shared().lock();
+    fn counted(t: &Tailer<crate::pipeline::LineProcessor>) -> u64 {
+        let agg = t.sink().shared().lock();
         agg.requests_by_node().get("n1").copied().unwrap_or(0)
     }
 
@@ -902,7 +908,8 @@ mod tests {
             read_chunk_bytes: 4096,
             ..TailConfig::default()
         };
-        let mut t = Tailer::new(cfg, LineProcessor::new(shared)).unwrap();
+        let stats = shared.sources.clone();
+        let mut t = Tailer::new(cfg, crate::pipeline::LineProcessor::new(shared), stats).unwrap();
         t.poll();
         append(&log, 0..20);
         t.poll();
@@ -924,6 +931,155 @@ mod tests {
         t.poll();
         t.poll();
         assert_eq!(counted(&t), 45, "every line once: the copy continues at 20");
+    }
+
+    /// A sink with no aggregator: records each applied line's bytes, applying at most `limit`
+    /// lines of a batch when set.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        lines: Vec<Vec<u8>>,
+        limit: Option<usize>,
+    }
+
+    impl LineSink for Recorder {
+        type State = Vec<Vec<u8>>;
+
+        fn apply(&mut self, lines: &[Line<'_>]) -> Applied {
+            let n = self.limit.map_or(lines.len(), |l| l.min(lines.len()));
+            for l in &lines[..n] {
+                match l {
+                    Line::Text(t) => self.lines.push(t.to_vec()),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            Applied { lines: n }
+        }
+
+        fn snapshot(&self) -> Vec<Vec<u8>> {
+            self.lines.clone()
+        }
+
+        fn restore(&mut self, state: Vec<Vec<u8>>) {
+            self.lines = state;
+        }
+    }
+
+    fn recorder_config(dir: &Path) -> TailConfig {
+        TailConfig {
+            patterns: vec![dir.join("access.log").display().to_string()],
+            read_from: ReadFrom::Beginning,
+            poll_interval: Duration::from_millis(10),
+            rotate_wait: Duration::from_secs(3600),
+            state_dir: Some(dir.join("state")),
+            checkpoint_interval: Duration::from_secs(3600),
+            read_chunk_bytes: 4096,
+            ..TailConfig::default()
+        }
+    }
+
+    /// `seqs` as the recorder holds them (lines without their newline), sorted.
+    fn expected(seqs: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = seqs
+            .map(|s| json_line(s).trim_end().as_bytes().to_vec())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn recorded(t: &Tailer<Recorder>) -> Vec<Vec<u8>> {
+        let mut v = t.sink().lines.clone();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_recording_sink_gets_every_line_once_across_a_rename_and_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        std::fs::write(&log, "").unwrap();
+        let stats = Arc::new(SourceStats::default());
+        let mut t = Tailer::new(
+            recorder_config(dir.path()),
+            Recorder::default(),
+            stats.clone(),
+        )
+        .unwrap();
+        t.poll();
+        append(&log, 0..10);
+        t.poll();
+        assert_eq!(recorded(&t), expected(0..10));
+        // Lines written just before the rename are read from the renamed file.
+        append(&log, 10..15);
+        std::fs::rename(&log, dir.path().join("access.log.1")).unwrap();
+        std::fs::write(&log, "").unwrap();
+        append(&log, 15..20);
+        t.poll();
+        t.poll();
+        assert_eq!(
+            recorded(&t),
+            expected(0..20),
+            "every line once across the rename"
+        );
+        assert_eq!(stats.rotations.load(Ordering::Relaxed), 1);
+        t.checkpoint();
+        drop(t);
+        // Restart: the sink's state comes back with the offsets; only new lines are added.
+        append(&log, 20..25);
+        let mut t = Tailer::new(
+            recorder_config(dir.path()),
+            Recorder::default(),
+            Arc::new(SourceStats::default()),
+        )
+        .unwrap();
+        t.poll();
+        t.poll();
+        assert_eq!(
+            recorded(&t),
+            expected(0..25),
+            "every line once across the restart"
+        );
+    }
+
+    #[test]
+    fn offsets_advance_only_past_lines_the_sink_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        std::fs::write(&log, "").unwrap();
+        let sink = Recorder {
+            limit: Some(3),
+            ..Recorder::default()
+        };
+        let mut t = Tailer::new(
+            recorder_config(dir.path()),
+            sink,
+            Arc::new(SourceStats::default()),
+        )
+        .unwrap();
+        append(&log, 0..10);
+        t.poll();
+        assert_eq!(t.sink().lines.len(), 3, "one partly applied batch per poll");
+        // Each poll applies at most 3 more; the rest is read again, never skipped or repeated.
+        for _ in 0..4 {
+            t.poll();
+        }
+        let in_order: Vec<Vec<u8>> = (0..10)
+            .map(|s| json_line(s).trim_end().as_bytes().to_vec())
+            .collect();
+        assert_eq!(t.sink().lines, in_order);
+        t.checkpoint();
+        drop(t);
+        let mut t = Tailer::new(
+            recorder_config(dir.path()),
+            Recorder::default(),
+            Arc::new(SourceStats::default()),
+        )
+        .unwrap();
+        t.poll();
+        assert_eq!(
+            t.sink().lines,
+            in_order,
+            "the checkpoint's offsets match its state"
+        );
     }
 
     #[test]
