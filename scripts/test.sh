@@ -16,6 +16,8 @@ echo "test.sh: envoy at $VPSLENS_ENVOY"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Public items' docs: broken intra-doc links and stray HTML are errors.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 # Doc tests first so the run closes on the main test runner's summary.
 cargo test --workspace --doc --locked
 if cargo nextest --version >/dev/null 2>&1; then

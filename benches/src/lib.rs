@@ -113,7 +113,7 @@ pub fn line(seq: u64, nodes: u32, unregistered_pct: u64) -> String {
     )
 }
 
-/// The same request as [`line`], in Istio's default TEXT format (`EnvoyTextLogFormat` in
+/// The same request as [`line()`], in Istio's default TEXT format (`EnvoyTextLogFormat` in
 /// istio/istio `pilot/pkg/model/telemetry_logging.go`).
 pub fn text_line(seq: u64, nodes: u32, unregistered_pct: u64) -> String {
     let json = line(seq, nodes, unregistered_pct);
@@ -149,7 +149,7 @@ pub fn text_line(seq: u64, nodes: u32, unregistered_pct: u64) -> String {
     )
 }
 
-/// [`line`] as the container runtime writes it to `/var/log/pods/.../0.log` (CRI framing, one
+/// [`line()`] as the container runtime writes it to `/var/log/pods/.../0.log` (CRI framing, one
 /// full `F` chunk per line).
 pub fn cri_line(seq: u64, nodes: u32, unregistered_pct: u64) -> String {
     format!(

@@ -139,7 +139,7 @@ pub struct RunArgs {
     /// exists [default: end].
     #[arg(long, value_enum)]
     pub read_from: Option<ReadFrom>,
-    /// Move an unreadable checkpoint.json aside (to checkpoint.json.corrupt-<time>) and start
+    /// Move an unreadable checkpoint.json aside (to checkpoint.json.corrupt-TIME) and start
     /// without it: file offsets and every counter are lost (counters restart at 0).
     #[arg(long)]
     pub discard_corrupt_checkpoint: bool,

@@ -68,8 +68,8 @@ fn last_seen_seconds(ms: i64) -> Option<f64> {
     (ms > 0).then(|| ms as f64 / 1000.0)
 }
 
-/// The `replay` table: one row per node of [`rows`] (same order and figures), without copying
-/// each node's registry entry.
+/// The `replay` table: one row per registered node (and one per removed node with counters),
+/// without copying each node's registry entry.
 pub fn table(shared: &Shared) -> String {
     let registry = shared.registry.current();
     let agg = shared.lock();
