@@ -977,6 +977,11 @@ mod tests {
         }
     }
 
+    /// A tailer over `dir/access.log` feeding `sink`, with its own source statistics.
+    fn recording_tailer(dir: &Path, sink: Recorder) -> Tailer<Recorder> {
+        Tailer::new(recorder_config(dir), sink, Arc::new(SourceStats::default())).unwrap()
+    }
+
     /// `seqs` as the recorder holds them (lines without their newline), sorted.
     fn expected(seqs: std::ops::Range<u64>) -> Vec<Vec<u8>> {
         let mut v: Vec<Vec<u8>> = seqs
@@ -1025,12 +1030,7 @@ mod tests {
         drop(t);
         // Restart: the sink's state comes back with the offsets; only new lines are added.
         append(&log, 20..25);
-        let mut t = Tailer::new(
-            recorder_config(dir.path()),
-            Recorder::default(),
-            Arc::new(SourceStats::default()),
-        )
-        .unwrap();
+        let mut t = recording_tailer(dir.path(), Recorder::default());
         t.poll();
         t.poll();
         assert_eq!(
@@ -1049,12 +1049,7 @@ mod tests {
             limit: Some(3),
             ..Recorder::default()
         };
-        let mut t = Tailer::new(
-            recorder_config(dir.path()),
-            sink,
-            Arc::new(SourceStats::default()),
-        )
-        .unwrap();
+        let mut t = recording_tailer(dir.path(), sink);
         append(&log, 0..10);
         t.poll();
         assert_eq!(t.sink().lines.len(), 3, "one partly applied batch per poll");
@@ -1068,12 +1063,7 @@ mod tests {
         assert_eq!(t.sink().lines, in_order);
         t.checkpoint();
         drop(t);
-        let mut t = Tailer::new(
-            recorder_config(dir.path()),
-            Recorder::default(),
-            Arc::new(SourceStats::default()),
-        )
-        .unwrap();
+        let mut t = recording_tailer(dir.path(), Recorder::default());
         t.poll();
         assert_eq!(
             t.sink().lines,
