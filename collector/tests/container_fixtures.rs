@@ -76,6 +76,7 @@ fn replay(path: &Path) -> (std::collections::BTreeMap<String, u64>, [u64; 4]) {
         read_from: ReadFrom::Beginning,
         max_line_bytes: 64 * 1024,
         poll_interval: Duration::from_millis(10),
+        rescan_interval: Duration::from_secs(10),
         rotate_wait: Duration::ZERO,
         framing: FramingMode::Auto,
         state_dir: None,

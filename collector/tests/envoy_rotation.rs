@@ -286,13 +286,17 @@ fn lines_by_node(
 /// the run stays near a minute) while a writer appends lines and rotates the log (rename +
 /// new file, and copytruncate, alternately, every 400 lines). After the last restart the
 /// count equals the lines written: no offsets lost between periodic checkpoints, no rotated
-/// file left undrained, nothing counted twice. (It over-counted one copy's worth in about one
-/// run in two while a copytruncate raced a poll: `source::tests::
-/// copytruncate_during_a_poll_does_not_recount_the_copy`.) It still over-counts one 400-line
-/// generation in some runs (issue 14 stays open): ignored so CI judges the rest, run it with
-/// `cargo test -p vpslens --test envoy_rotation -- --include-ignored sigkill_loop`.
+/// file left undrained, nothing counted twice. Each race it exposed has a named regression test
+/// in `source::tests`: a copytruncate racing a poll
+/// (`copytruncate_during_a_poll_does_not_recount_the_copy`), the first line's digest read back
+/// from a file truncated meanwhile
+/// (`copytruncate_while_the_first_batch_is_applied_keeps_the_first_line_evidence`), a rename
+/// racing a restart's first listing
+/// (`checkpointed_file_renamed_while_a_restart_lists_files_still_marks_its_copy`), a file
+/// truncated and refilled between its proof or check and its read
+/// (`restart_resumes_a_file_copytruncated_between_its_proof_and_its_read`,
+/// `copytruncate_refilled_past_the_offset_before_the_read_is_not_read_as_a_continuation`).
 #[test]
-#[ignore = "issue 14: still over-counts one rotated generation in some runs"]
 fn sigkill_loop_while_writing_and_rotating_is_exact() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let registry = dir.path().join("nodes.yaml");

@@ -30,6 +30,7 @@ fn long_line_is_skipped_counted_and_does_not_stop_the_file() {
         read_from: ReadFrom::Beginning,
         max_line_bytes: 1024,
         poll_interval: Duration::from_millis(10),
+        rescan_interval: Duration::from_secs(10),
         rotate_wait: Duration::ZERO,
         framing: FramingMode::Auto,
         state_dir: None,

@@ -33,6 +33,9 @@ enum Op {
     DeleteRotated,
     /// One collector poll.
     Poll,
+    /// One poll as after a wake by writes only (no discovery unless a truncation is found):
+    /// sound at any moment, the model checks, since a later full poll finds what it skipped.
+    PollWritten,
     /// Graceful stop (final drain + checkpoint) and start.
     Restart,
     /// Crash: drop the collector without a final drain or checkpoint, and start again later.
@@ -49,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Truncate),
         1 => Just(Op::DeleteRotated),
         4 => Just(Op::Poll),
+        3 => Just(Op::PollWritten),
         1 => Just(Op::Restart),
         1 => Just(Op::Crash),
     ]
@@ -198,6 +202,7 @@ fn start(world: &World, state: &Path) -> Collector {
         read_from: ReadFrom::End,
         max_line_bytes: 64 * 1024,
         poll_interval: Duration::from_millis(10),
+        rescan_interval: Duration::from_secs(10),
         rotate_wait: Duration::ZERO,
         framing: FramingMode::Auto,
         state_dir: Some(state.to_path_buf()),
@@ -292,6 +297,11 @@ fn run_model_framed(ops: &[Op], cri: bool, glob: bool) {
             Op::Poll => {
                 if let Some(c) = c.as_mut() {
                     c.tailer.poll();
+                }
+            }
+            Op::PollWritten => {
+                if let Some(c) = c.as_mut() {
+                    c.tailer.poll_written();
                 }
             }
             Op::Restart => {
@@ -400,6 +410,7 @@ fn tail_config(patterns: Vec<String>, state: Option<&Path>) -> TailConfig {
         read_from: ReadFrom::End,
         max_line_bytes: 64 * 1024,
         poll_interval: Duration::from_millis(10),
+        rescan_interval: Duration::from_secs(10),
         rotate_wait: Duration::ZERO,
         framing: FramingMode::Auto,
         state_dir: state.map(Path::to_path_buf),

@@ -39,6 +39,10 @@ pub struct Tracked {
     pub born: Option<u64>,
     /// Length and SHA-256 of the first line, once a line was committed.
     head: Option<(u64, Digest)>,
+    /// The first line's bytes read so far while reading from offset 0 and before its newline
+    /// (at most [`identity::HEAD_MAX`]; memory only): the head digest is taken from the bytes
+    /// read, never read back from a file that may have been truncated meanwhile.
+    head_read: Vec<u8>,
     /// The bytes just before `committed` (at most [`TAIL_BYTES`]; memory only, never stored):
     /// a file whose bytes there changed was rewritten.
     tail: Vec<u8>,
@@ -47,6 +51,13 @@ pub struct Tracked {
     recent: Vec<u8>,
     /// Offset just past the last line handed to the processor (checkpoint value).
     committed: u64,
+    /// The evidence that proved this file at the offset it resumed at (a lineage's): its
+    /// identity while nothing was committed since, even if the file changes meanwhile.
+    proven: Option<(u64, Evidence)>,
+    /// The file no longer held the bytes before the read position when last looked at (it was
+    /// truncated and written again between the truncation check and a read, or between the
+    /// proof of a resumed offset and the seek there): the next truncation check finds it.
+    suspect: bool,
     /// Offset up to which bytes were read (committed + pending bytes).
     read_pos: u64,
     /// Bytes of an incomplete line.
@@ -67,7 +78,7 @@ pub struct Tracked {
 
 impl Tracked {
     pub fn open(path: &Path, max_line_bytes: usize, now: Instant) -> std::io::Result<Tracked> {
-        let file = File::open(path)?;
+        let file = open_noatime(path)?;
         let meta = file.metadata()?;
         let (dev, ino) = identity(&meta);
         let t = Tracked {
@@ -77,9 +88,12 @@ impl Tracked {
             ino,
             born: born(&meta),
             head: None,
+            head_read: Vec::new(),
             tail: Vec::new(),
             recent: Vec::new(),
             committed: 0,
+            proven: None,
+            suspect: false,
             read_pos: 0,
             partial: Vec::new(),
             skipping: false,
@@ -102,9 +116,19 @@ impl Tracked {
         self.file.metadata().map_or(0, |m| m.len())
     }
 
-    /// Positions reading at `offset` (a line boundary from a checkpoint or lineage).
-    pub fn resume_at(&mut self, offset: u64) {
+    /// Positions reading at `offset` (a line boundary from a checkpoint or lineage), with the
+    /// first line's length and digest when the lineage that proved the file carries them
+    /// (otherwise they are read from the file now).
+    pub fn resume_at(&mut self, offset: u64, proof: Option<&Evidence>) {
         self.seek(offset);
+        if let Some(e) = proof.filter(|_| offset > 0) {
+            self.head = Some((e.head_len, e.head_sha256));
+            self.proven = Some((offset, e.clone()));
+            // Proven just before; if the bytes found now differ, the file was rewritten since.
+            let len = usize::try_from(e.tail_len).unwrap_or(usize::MAX);
+            self.suspect = self.recent.len() < len
+                || Digest::of(&self.recent[self.recent.len() - len..]) != e.tail_sha256;
+        }
         self.note_committed();
     }
 
@@ -118,6 +142,8 @@ impl Tracked {
             return;
         }
         if self.head.is_none() {
+            // Only when reading did not start at 0 (`read_from: end`, a lineage without
+            // evidence): the file's first line as it is now.
             self.head =
                 identity::first_line(&self.file, c).map(|h| (h.len() as u64, Digest::of(&h)));
         }
@@ -128,6 +154,11 @@ impl Tracked {
         if let Some(end) = self.recent.len().checked_sub(pending) {
             let len = usize::try_from(c.min(TAIL_BYTES)).unwrap_or(0).min(end);
             self.tail.extend_from_slice(&self.recent[end - len..end]);
+        } else if let Some(t) =
+            identity::read_exact_at(&self.file, c - c.min(TAIL_BYTES), c.min(TAIL_BYTES))
+        {
+            // A pending partial line longer than what is kept in memory: from the file.
+            self.tail = t;
         }
     }
 
@@ -144,12 +175,12 @@ impl Tracked {
                 break;
             };
             if let Some(i) = memchr::memrchr(b'\n', &buf[..n]) {
-                self.resume_at(start + i as u64 + 1);
+                self.resume_at(start + i as u64 + 1, None);
                 return;
             }
             pos = start;
         }
-        self.resume_at(0);
+        self.resume_at(0, None);
     }
 
     fn seek(&mut self, offset: u64) {
@@ -161,6 +192,12 @@ impl Tracked {
         self.partial.clear();
         self.skipping = false;
         self.reassembler = Reassembler::new(self.max_line_bytes);
+        self.head_read.clear();
+        self.proven = None;
+        self.suspect = false;
+        if offset == 0 {
+            self.head = None;
+        }
     }
 
     /// A container partial sequence or partial line is pending.
@@ -176,7 +213,8 @@ impl Tracked {
             return false;
         };
         let len = self.recent.len() as u64;
-        meta.len() < self.read_pos
+        self.suspect
+            || meta.len() < self.read_pos
             || (len > 0
                 && identity::read_exact_at(&self.file, self.read_pos - len, len)
                     .is_none_or(|now| now != self.recent))
@@ -196,6 +234,13 @@ impl Tracked {
     /// restarted collector which directory to search for files rotated while it was down.
     pub fn lineage(&self) -> Lineage {
         let evidence = match self.head {
+            _ if self
+                .proven
+                .as_ref()
+                .is_some_and(|(o, _)| *o == self.committed) =>
+            {
+                self.proven.as_ref().map(|(_, e)| e.clone())
+            }
             Some((head_len, head_sha256)) if self.committed > 0 && !self.tail.is_empty() => {
                 Some(Evidence {
                     head_len,
@@ -236,6 +281,7 @@ impl Tracked {
 
     /// Reads everything available and hands it to `sink` in batches. Stops early (not at end
     /// of file) when the sink applied only part of a batch: the rest is read again next poll.
+    /// Returns whether the committed offset moved.
     pub fn drain<K: LineSink>(
         &mut self,
         buf: &mut [u8],
@@ -243,7 +289,7 @@ impl Tracked {
         stats: &SourceStats,
         cfg: &TailConfig,
         now: Instant,
-    ) {
+    ) -> bool {
         let committed_before = self.committed;
         loop {
             let n = match self.file.read(buf) {
@@ -259,9 +305,17 @@ impl Tracked {
                     break;
                 }
             };
+            if !self.still_holds_recent() {
+                // Truncated and written past our position since the truncation check: these
+                // bytes are not the continuation of what was read. The next check handles it.
+                self.suspect = true;
+                let _ = self.file.seek(SeekFrom::Start(self.read_pos));
+                break;
+            }
             self.at_eof = false;
             self.last_growth = now;
             add(&stats.bytes_read, n as u64);
+            self.note_head(&buf[..n]);
             self.remember_recent(&buf[..n]);
             if !self.consume(&buf[..n], sink, stats, cfg) {
                 break;
@@ -291,6 +345,43 @@ impl Tracked {
         }
         if self.committed != committed_before {
             self.note_committed();
+        }
+        self.committed != committed_before
+    }
+
+    /// Whether the file still holds, just before the read position, the bytes read there
+    /// (checked after each read: bytes read before a truncation are the file's; bytes read
+    /// after one that was written past our position are not, and then the bytes before it
+    /// changed too).
+    fn still_holds_recent(&self) -> bool {
+        let len = self.recent.len() as u64;
+        len == 0
+            || identity::read_exact_at(&self.file, self.read_pos - len, len)
+                .is_some_and(|now| now == self.recent)
+    }
+
+    /// Whether the last look found the file rewritten under the read position.
+    pub fn suspect(&self) -> bool {
+        self.suspect
+    }
+
+    /// Takes the first line's digest from `data` (the bytes at `read_pos`) while reading from
+    /// offset 0: the line with its newline, or its first [`identity::HEAD_MAX`] bytes (as
+    /// [`identity::first_line`] reads it).
+    fn note_head(&mut self, data: &[u8]) {
+        if self.head.is_some() || self.head_read.len() as u64 != self.read_pos {
+            return;
+        }
+        let room = usize::try_from(identity::HEAD_MAX).unwrap_or(usize::MAX) - self.head_read.len();
+        let (take, done) = match memchr::memchr(b'\n', data) {
+            Some(i) if i < room => (i + 1, true),
+            _ if data.len() >= room => (room, true),
+            _ => (data.len(), false),
+        };
+        self.head_read.extend_from_slice(&data[..take]);
+        if done {
+            let line = std::mem::take(&mut self.head_read);
+            self.head = Some((line.len() as u64, Digest::of(&line)));
         }
     }
 
@@ -455,9 +546,63 @@ impl Tracked {
     }
 }
 
+/// Opens `path` for reading without access-time updates where the file's owner allows it
+/// (`O_NOATIME`; otherwise a plain open): a followed log is read several times a second
+/// right after each write, and with `relatime` every such read dirtied the inode.
+fn open_noatime(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let noatime = nix::fcntl::OFlag::O_NOATIME.bits();
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(noatime)
+        .open(path)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => File::open(path),
+        r => r,
+    }
+}
+
 /// A whole access-log line as Envoy writes it to a file: a JSON object (`{…}`) or Istio's TEXT
 /// format (`[<start time>] "…`). Auto framing settles on raw only on such a line.
 fn looks_like_access_log(line: &[u8]) -> bool {
     (line.first() == Some(&b'{') && line.last() == Some(&b'}'))
         || (line.first() == Some(&b'[') && memchr::memmem::find(line, b"] \"").is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_file_rewritten_between_its_proof_and_the_seek_is_suspect_and_keeps_its_proven_identity() {
+        // The window between `verifies` and `resume_at`: the bytes before the offset are not
+        // the proven ones any more; reading on from the offset would take new lines for old.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let old: String = (0..20).map(|i| format!("{{\"old\":{i:04}}}\n")).collect();
+        std::fs::write(&path, &old).unwrap();
+        let offset = (old.len() / 2) as u64;
+        let proof = Evidence::of(&File::open(&path).unwrap(), offset).unwrap();
+        let new: String = (0..20).map(|i| format!("{{\"new\":{i:04}}}\n")).collect();
+        std::fs::write(&path, &new).unwrap();
+        let mut t = Tracked::open(&path, 1024, Instant::now()).unwrap();
+        t.resume_at(offset, Some(&proof));
+        assert!(
+            t.suspect(),
+            "the bytes before the offset changed since the proof"
+        );
+        assert!(t.rewritten());
+        assert_eq!(
+            t.lineage().evidence,
+            Some(proof.clone()),
+            "the identity that was proven"
+        );
+        // Unchanged since the proof: nothing to suspect.
+        std::fs::write(&path, &old).unwrap();
+        let mut t = Tracked::open(&path, 1024, Instant::now()).unwrap();
+        t.resume_at(offset, Some(&proof));
+        assert!(!t.suspect());
+        assert!(!t.rewritten());
+    }
 }

@@ -38,14 +38,25 @@
 //!   read in full.
 //! - A followed file is truncated (or rewritten) when its size drops below the read offset or
 //!   the 4 KiB before its committed offset change; it restarts at 0 and its old identity
-//!   becomes a copy candidate (2).
+//!   becomes a copy candidate (2). Each read is kept only if the file still holds, after it,
+//!   the bytes just before it (a file truncated and written past our position between the
+//!   check and the read is not read on as the old one), and a resumed file must still hold
+//!   its proven bytes when it is positioned.
+//! - Evidence is taken from the bytes read (the first line as read from offset 0, the 4 KiB
+//!   before the offset from memory) or from the lineage that proved the file, never read back
+//!   from a file a writer may have copied and truncated since (that left identities without
+//!   evidence and their copies read from 0).
+//! - A remembered identity whose inode is found holding other bytes is marked truncated
+//!   before any copy is matched in that listing, in any poll (a rename racing a restart's
+//!   first listing defers it to the sibling scan).
 //! - Checkpoints store digests, never file bytes. Version 1 checkpoints (raw first 256 bytes)
 //!   still load; their identities match by inode plus those bytes and are rewritten as digests.
 //!
 //! Rotated siblings (`<followed name>.…`, `<followed name>-…`) are drained even when the
 //! patterns do not cover them: see [`Tailer::poll`] → `scan_siblings`. Deletion: what is open
 //! is drained, then dropped. Without a checkpoint, `read_from` applies. A checkpoint is written
-//! after the first pass, after each rotation or truncation, and every `checkpoint_interval`.
+//! after the first pass, after each rotation or truncation, and every `checkpoint_interval`
+//! while offsets, files or the sink's state changed.
 //!
 //! Kubernetes container logs (CRI, docker `json-file`) are detected per file by the first line
 //! that frames (a cut or garbage first line does not decide) and partial chunks are
@@ -56,6 +67,7 @@ mod file;
 pub mod identity;
 pub mod sink;
 pub mod stats;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +78,7 @@ use checkpoint::{Checkpoint, Lineage};
 use file::Tracked;
 pub use sink::{Applied, Line, LineSink};
 pub use stats::SourceStats;
+pub use watch::{Stopper, Watch, Woke};
 
 /// Retired identities remembered for copy detection.
 const MAX_RETIRED: usize = 256;
@@ -107,8 +120,12 @@ pub struct TailConfig {
     pub read_from: ReadFrom,
     /// Lines longer than this (bytes) are skipped and counted.
     pub max_line_bytes: usize,
-    /// Poll period (also the fallback when file events are unavailable).
+    /// Shortest gap between two reads while file events keep coming (they are batched into
+    /// one read per gap), and the poll period where file events do not cover the patterns.
     pub poll_interval: Duration,
+    /// Where file events cover the patterns: how often discovery (globs, rotated siblings)
+    /// runs although no event asked for it, a safety net for lost events.
+    pub rescan_interval: Duration,
     /// How long a file that left the patterns is kept open after it stopped growing.
     pub rotate_wait: Duration,
     /// Framing.
@@ -129,7 +146,8 @@ impl Default for TailConfig {
             patterns: Vec::new(),
             read_from: ReadFrom::End,
             max_line_bytes: 64 * 1024,
-            poll_interval: Duration::from_millis(250),
+            poll_interval: Duration::from_millis(200),
+            rescan_interval: Duration::from_secs(10),
             rotate_wait: Duration::from_secs(10),
             framing: FramingMode::Auto,
             state_dir: None,
@@ -156,6 +174,18 @@ pub enum SourceError {
     Checkpoint(#[from] checkpoint::CheckpointError),
 }
 
+/// Points inside a poll where tests act as a writer racing the tailer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PollStage {
+    /// After the truncation check, before discovery.
+    TruncationsChecked,
+    /// In a restart's first poll, after the files that may be checkpointed ones were listed
+    /// and before they are looked at.
+    RestartListed,
+    /// After discovery, before the files are read.
+    Discovered,
+}
+
 /// Follows files and feeds their lines to a [`LineSink`] `K`.
 #[derive(Debug)]
 pub struct Tailer<K: LineSink> {
@@ -178,6 +208,12 @@ pub struct Tailer<K: LineSink> {
     /// Write a checkpoint at the end of this poll: the first positions, a rotation or a
     /// truncation happened (a crash loop then keeps its offsets).
     checkpoint_soon: bool,
+    /// Offsets, files or the sink's state changed since the last checkpoint (an idle tailer
+    /// does not rewrite an unchanged one every `checkpoint_interval`).
+    dirty: bool,
+    /// The last discovery left a file undecided (empty, a copy being made, deferred): the next
+    /// poll runs discovery whatever woke it.
+    undecided: bool,
     /// Siblings found to hold nothing to read, by identity, with the size and mtime then.
     sibling_seen: rustc_hash::FxHashMap<(u64, u64), (u64, Option<std::time::SystemTime>)>,
     /// Files waiting as possible copies in progress: since when, and of which followed file.
@@ -228,6 +264,8 @@ impl<K: LineSink> Tailer<K> {
             last_poll_wall: std::time::SystemTime::now(),
             last_checkpoint: Instant::now(),
             checkpoint_soon: false,
+            dirty: false,
+            undecided: false,
             sibling_seen: rustc_hash::FxHashMap::default(),
             copy_waits: rustc_hash::FxHashMap::default(),
             buf,
@@ -242,12 +280,21 @@ impl<K: LineSink> Tailer<K> {
     /// One full cycle: detect truncation, discover files, read everything available, drop
     /// files that are gone and quiet, checkpoint if due.
     pub fn poll(&mut self) {
-        self.poll_with(&mut || {});
+        self.poll_with(true, &mut |_| {});
     }
 
-    /// [`Tailer::poll`], calling `after_truncation_check` between the truncation check and
-    /// discovery (tests put a rotation there: writers do not wait for our polls).
-    fn poll_with(&mut self, after_truncation_check: &mut dyn FnMut()) {
+    /// [`Tailer::poll`] after a wake caused only by writes to existing files: no discovery and
+    /// no sibling scan (no name appeared, moved or vanished) unless the truncation check finds
+    /// a truncated file (its copy is looked for in this poll, as [`Tailer::poll`] does) or this
+    /// is the first poll. Sound at any time: what it leaves out, the next [`Tailer::poll`]
+    /// finds (siblings modified since the previous full poll).
+    pub fn poll_written(&mut self) {
+        self.poll_with(false, &mut |_| {});
+    }
+
+    /// [`Tailer::poll`], calling `at` at each [`PollStage`] (tests put a rotation there:
+    /// writers do not wait for our polls).
+    fn poll_with(&mut self, full: bool, at: &mut dyn FnMut(PollStage)) {
         let now = Instant::now();
         let wall = std::time::SystemTime::now();
         // A truncated identity is a copy candidate only in the poll that found it truncated
@@ -255,17 +302,28 @@ impl<K: LineSink> Tailer<K> {
         // the truncation, so it is there to be found then; later files are copies of newer
         // bytes, which may repeat the old ones.
         self.known.retain(|l| !l.truncated);
-        self.check_truncations();
-        after_truncation_check();
-        self.discover(now);
-        self.scan_siblings(now);
+        let truncated = self.check_truncations();
+        at(PollStage::TruncationsChecked);
+        // A file left undecided (empty, a copy in progress) is looked at again on the next
+        // poll: writes to it look like writes to any file.
+        let full = full || truncated || self.first_pass || self.undecided;
+        if full {
+            let before = self.files.len();
+            self.discover(now, at);
+            self.scan_siblings(now);
+            self.dirty |= self.files.len() != before;
+        }
+        at(PollStage::Discovered);
         for i in 0..self.files.len() {
             let (files, buf) = (&mut self.files, &mut self.buf);
-            files[i].drain(buf, &mut self.sink, &self.stats, &self.cfg, now);
+            self.dirty |= files[i].drain(buf, &mut self.sink, &self.stats, &self.cfg, now);
         }
         self.drop_gone(now);
         self.publish_lag();
-        self.last_poll_wall = wall;
+        if full {
+            // Siblings modified since the previous full poll may hold unread lines.
+            self.last_poll_wall = wall;
+        }
         if self.first_pass {
             self.first_pass = false;
             self.checkpoint_soon = true;
@@ -273,22 +331,97 @@ impl<K: LineSink> Tailer<K> {
         }
         if self.cfg.state_dir.is_some()
             && (self.checkpoint_soon
-                || now.duration_since(self.last_checkpoint) >= self.cfg.checkpoint_interval)
+                || (self.dirty
+                    && now.duration_since(self.last_checkpoint) >= self.cfg.checkpoint_interval))
         {
             self.checkpoint();
         }
     }
 
-    /// Runs until `stop` is set: polls on file events or every `poll_interval`; on stop drains
-    /// once more and writes a final checkpoint.
-    pub fn run(mut self, stop: &AtomicBool, wake: &mpsc::Receiver<()>) {
+    /// Runs until `stop` is set; on stop drains once more and writes a final checkpoint.
+    ///
+    /// With a [`Watch`] that covers every pattern the tailer sleeps until a file event (an
+    /// idle tailer costs nothing), reads at most once per `poll_interval` while events keep
+    /// coming (Envoy writes its log every flush: tens of writes a second under load), skips
+    /// discovery when only existing files were written ([`Tailer::poll_written`]) and runs it
+    /// on any other event and every `rescan_interval`. Otherwise it polls fully every
+    /// `poll_interval`, and sooner on any event. `stop_rx` ends a wait without a watch.
+    pub fn run(
+        mut self,
+        stop: &AtomicBool,
+        mut watch: Option<Watch>,
+        stop_rx: &mpsc::Receiver<()>,
+    ) {
+        let covered = watch.as_ref().is_some_and(Watch::covers);
+        let mut full = true;
+        let mut hot = false;
+        let mut last_full = Instant::now();
         while !stop.load(Ordering::Acquire) {
-            self.poll();
-            let _ = wake.recv_timeout(self.cfg.poll_interval);
-            while wake.try_recv().is_ok() {}
+            let started = Instant::now();
+            if full {
+                last_full = started;
+                self.poll();
+            } else {
+                self.poll_written();
+            }
+            let suspect = self.files.iter().any(Tracked::suspect);
+            let woke = match watch.as_mut() {
+                Some(w) if covered => {
+                    let mut woke = Woke::Timeout;
+                    if hot && !suspect {
+                        // Lines are flowing: one sleep per read, then whatever queued up meanwhile
+                        // (a wake per event costs more than reading the lines, issue 14).
+                        let gap = self.cfg.poll_interval.saturating_sub(started.elapsed());
+                        if !gap.is_zero() {
+                            std::thread::sleep(gap);
+                        }
+                        woke = w.take();
+                    }
+                    if woke == Woke::Timeout && !stop.load(Ordering::Acquire) {
+                        // Quiet: sleep until an event, the next rescan or a checkpoint due.
+                        woke = w.wait(self.quiet_timeout(last_full, suspect));
+                    }
+                    woke
+                }
+                Some(w) => {
+                    let _ = w.wait(if suspect {
+                        Duration::ZERO
+                    } else {
+                        self.cfg.poll_interval
+                    });
+                    Woke::Names
+                }
+                None => {
+                    if !suspect {
+                        let _ = stop_rx.recv_timeout(self.cfg.poll_interval);
+                    }
+                    Woke::Names
+                }
+            };
+            hot = woke != Woke::Timeout;
+            full = woke != Woke::Writes || last_full.elapsed() >= self.cfg.rescan_interval;
         }
         self.poll();
         self.checkpoint();
+    }
+
+    /// How long a quiet tailer with complete file events sleeps: until the next rescan, or
+    /// sooner while counted lines are not yet checkpointed; not at all while a file was found
+    /// rewritten under its read position (handled right away).
+    fn quiet_timeout(&self, last_full: Instant, suspect: bool) -> Duration {
+        if suspect {
+            return Duration::ZERO;
+        }
+        let rescan = self.cfg.rescan_interval.saturating_sub(last_full.elapsed());
+        if self.dirty && self.cfg.state_dir.is_some() {
+            let due = self
+                .cfg
+                .checkpoint_interval
+                .saturating_sub(self.last_checkpoint.elapsed());
+            rescan.min(due)
+        } else {
+            rescan
+        }
     }
 
     /// Writes a checkpoint now (no-op without a state dir).
@@ -298,6 +431,7 @@ impl<K: LineSink> Tailer<K> {
         };
         self.last_checkpoint = Instant::now();
         self.checkpoint_soon = false;
+        self.dirty = false;
         let mut files: Vec<Lineage> = self.files.iter().map(Tracked::lineage).collect();
         // Version 1 identities not found again cannot be written without their raw heads.
         files.extend(
@@ -323,7 +457,9 @@ impl<K: LineSink> Tailer<K> {
         }
     }
 
-    fn check_truncations(&mut self) {
+    /// Whether a followed file was found truncated or rewritten.
+    fn check_truncations(&mut self) -> bool {
+        let mut any = false;
         for f in &mut self.files {
             if let Some(old) = f.detect_truncation() {
                 stats::add(&self.stats.truncations, 1);
@@ -331,8 +467,10 @@ impl<K: LineSink> Tailer<K> {
                 remember(&mut self.known, old);
                 self.sibling_seen.clear();
                 self.checkpoint_soon = true;
+                any = true;
             }
         }
+        any
     }
 
     /// Rotated siblings hold lines of followed files even when the patterns do not cover them:
@@ -352,6 +490,10 @@ impl<K: LineSink> Tailer<K> {
             return;
         }
         let since = self.sibling_since();
+        // First every remembered identity whose inode is listed is settled (proven, or
+        // failing its evidence: truncated), then copies are matched: a copy listed before the
+        // file it copies must still find that file's identity marked truncated.
+        let mut listed = Vec::new();
         for path in self.sibling_paths() {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
@@ -361,14 +503,27 @@ impl<K: LineSink> Tailer<K> {
                 continue;
             }
             let born = file::born(&meta);
-            let size = meta.len();
-            let mtime = meta.modified().ok();
+            let (size, mtime) = (meta.len(), meta.modified().ok());
+            // Unchanged since it was last found to hold nothing new: no reads.
+            let unchanged = self.sibling_seen.get(&(dev, ino)) == Some(&(size, mtime));
+            if !unchanged
+                && self
+                    .known
+                    .iter()
+                    .any(|l| same_inode(l, dev, ino, born) && !l.truncated && l.offset > 0)
+            {
+                if let Ok(f) = std::fs::File::open(&path) {
+                    let _ = self.settle_inode(&path, (dev, ino, born), &f, size);
+                }
+            }
+            listed.push((path, (dev, ino, born), size, mtime, unchanged));
+        }
+        for (path, (dev, ino, born), size, mtime, unchanged) in listed {
             if mtime.is_some_and(|m| m >= since) {
                 self.adopt_outside_patterns(&path, now);
                 continue;
             }
-            // Unchanged since it was last found to hold nothing new: no reads.
-            if self.sibling_seen.get(&(dev, ino)) == Some(&(size, mtime)) {
+            if unchanged {
                 continue;
             }
             let Ok(f) = std::fs::File::open(&path) else {
@@ -437,7 +592,8 @@ impl<K: LineSink> Tailer<K> {
         }
     }
 
-    fn discover(&mut self, now: Instant) {
+    fn discover(&mut self, now: Instant, at: &mut dyn FnMut(PollStage)) {
+        self.undecided = false;
         for f in &mut self.files {
             f.found = false;
         }
@@ -452,7 +608,7 @@ impl<K: LineSink> Tailer<K> {
         paths.sort();
         paths.dedup();
         if self.first_pass && self.restored {
-            self.resume_proven(&paths, now);
+            self.resume_proven(&paths, now, at);
         }
         for path in paths {
             self.discover_one(&path, now);
@@ -464,10 +620,11 @@ impl<K: LineSink> Tailer<K> {
     /// matching, so a file renamed while vpslens was down is never mistaken for a copy or the
     /// other way round. A checkpointed inode that is present but fails the proof was truncated
     /// or rewritten: its lineage becomes a copy candidate.
-    fn resume_proven(&mut self, patterns: &[PathBuf], now: Instant) {
+    fn resume_proven(&mut self, patterns: &[PathBuf], now: Instant, at: &mut dyn FnMut(PollStage)) {
         let mut candidates: Vec<(PathBuf, bool)> =
             patterns.iter().map(|p| (p.clone(), true)).collect();
         candidates.extend(self.sibling_paths().into_iter().map(|p| (p, false)));
+        at(PollStage::RestartListed);
         for (path, in_patterns) in candidates {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
@@ -481,26 +638,41 @@ impl<K: LineSink> Tailer<K> {
             };
             let size = t.size();
             let born = file::born(&meta);
-            let same_inode =
-                |l: &Lineage| same_inode(l, dev, ino, born) && !l.truncated && l.offset > 0;
-            if let Some(i) = self
-                .known
-                .iter()
-                .position(|l| same_inode(l) && verifies(l, t.file(), size))
-            {
+            if let Some(i) = self.settle_inode(&path, (dev, ino, born), t.file(), size) {
                 let l = self.known.remove(i);
                 tracing::debug!(path = %path.display(), offset = l.offset, "checkpointed file proven: resuming");
                 t.set_framing(self.cfg.framing);
-                t.resume_at(l.offset);
+                t.resume_at(l.offset, l.evidence.as_ref());
                 t.found = in_patterns;
                 self.files.push(t);
-            } else {
-                for l in self.known.iter_mut().filter(|l| same_inode(l)) {
-                    tracing::debug!(path = %path.display(), offset = l.offset, "checkpointed inode fails its evidence: truncated or rewritten");
-                    l.truncated = true;
-                }
             }
         }
+    }
+
+    /// The remembered identity of inode `id` = `(dev, ino, birth time)` (not truncated, at an
+    /// offset > 0; an identity at offset 0 proves and continues nothing): its index if `f` (of
+    /// `size` bytes) proves it. If `f` fails its evidence, the inode was truncated or rewritten
+    /// since: the identity is marked truncated, so this poll takes a proven copy of it for one
+    /// (a rename racing a restart's first listing leaves such an identity to later polls).
+    fn settle_inode(
+        &mut self,
+        path: &Path,
+        id: (u64, u64, Option<u64>),
+        f: &std::fs::File,
+        size: u64,
+    ) -> Option<usize> {
+        let (dev, ino, born) = id;
+        let i = self
+            .known
+            .iter()
+            .position(|l| same_inode(l, dev, ino, born) && !l.truncated && l.offset > 0)?;
+        if verifies(&self.known[i], f, size) {
+            return Some(i);
+        }
+        let l = &mut self.known[i];
+        tracing::debug!(path = %path.display(), offset = l.offset, "remembered inode fails its evidence: truncated or rewritten");
+        l.truncated = true;
+        None
     }
 
     fn discover_one(&mut self, path: &Path, now: Instant) {
@@ -541,17 +713,12 @@ impl<K: LineSink> Tailer<K> {
             // Nothing to decide on yet: `cp` creates its copy empty, then fills it; and a
             // followed file truncated since this poll's truncation check (its copy may be
             // this file) is handled first, on the next poll.
+            self.undecided = true;
             return;
-        } else if let Some(i) = self.known.iter().position(|l| {
-            // An identity at offset 0 proves nothing and continues nothing (a reused inode).
-            same_inode(l, dev, ino, born)
-                && !l.truncated
-                && l.offset > 0
-                && verifies(l, t.file(), size)
-        }) {
+        } else if let Some(i) = self.settle_inode(path, (dev, ino, born), t.file(), size) {
             let l = self.known.remove(i);
             tracing::debug!(path = %path.display(), offset = l.offset, "known file proven: resuming");
-            t.resume_at(l.offset);
+            t.resume_at(l.offset, l.evidence.as_ref());
         } else if let Some(i) = self.copy_waits.get(&(dev, ino)).and_then(|&(_, of)| {
             self.known.iter().position(|l| {
                 l.truncated
@@ -566,7 +733,10 @@ impl<K: LineSink> Tailer<K> {
             // copy and the truncation were read from the original).
             let l = self.known.remove(i);
             tracing::info!(path = %path.display(), offset = l.offset, "copy of a truncated file: continuing where it was read");
-            t.resume_at(l.offset.min(size));
+            t.resume_at(
+                l.offset.min(size),
+                l.evidence.as_ref().filter(|_| l.offset <= size),
+            );
         } else if self
             .files
             .iter()
@@ -583,6 +753,7 @@ impl<K: LineSink> Tailer<K> {
             if self.copy_waits.len() > MAX_RETIRED {
                 self.copy_waits.clear();
             }
+            self.undecided = true;
             return;
         } else if let Some(i) = self.known.iter().position(|l| {
             l.truncated
@@ -592,11 +763,12 @@ impl<K: LineSink> Tailer<K> {
         }) {
             let l = self.known.remove(i);
             tracing::info!(path = %path.display(), offset = l.offset, "copy of a truncated file: continuing where it was read");
-            t.resume_at(l.offset);
+            t.resume_at(l.offset, l.evidence.as_ref());
         } else if self.defer_for_truncation(dev, ino, now) {
             // A followed file was truncated while this one was being compared with it (a
             // copytruncate racing this poll): it no longer shows that this is its copy, and
             // the truncated identity that would is known only from the next poll's check.
+            self.undecided = true;
             return;
         } else {
             tracing::debug!(path = %path.display(), size, "new file: reading from 0");
@@ -637,6 +809,7 @@ impl<K: LineSink> Tailer<K> {
             let f = &self.files[i];
             if !f.found && f.at_eof && now.duration_since(f.last_growth) >= wait && !f.pending() {
                 let f = self.files.swap_remove(i);
+                self.dirty = true;
                 tracing::debug!(path = %f.path.display(), "dropping file that left the patterns");
                 // A deleted file never comes back; its inode number may, for another file.
                 if !f.deleted() {
@@ -649,20 +822,30 @@ impl<K: LineSink> Tailer<K> {
     }
 
     fn publish_lag(&self) {
-        let lag: Vec<(String, u64)> = self
-            .files
-            .iter()
-            .filter(|f| f.found)
-            .map(|f| (f.path.display().to_string(), f.lag()))
-            .collect();
-        if let Ok(mut l) = self.stats.lag.lock() {
-            *l = lag;
+        let Ok(mut published) = self.stats.lag.lock() else {
+            return;
+        };
+        let mut followed = self.files.iter().filter(|f| f.found);
+        // Same files as last time (every poll while lines flow): numbers only, no allocation.
+        let same = published.len() == followed.clone().count()
+            && published
+                .iter()
+                .zip(followed.clone())
+                .all(|((p, _), f)| Path::new(p) == f.path);
+        if same {
+            for ((_, lag), f) in published.iter_mut().zip(&mut followed) {
+                *lag = f.lag();
+            }
+        } else {
+            *published = followed
+                .map(|f| (f.path.display().to_string(), f.lag()))
+                .collect();
         }
     }
 }
 
 /// A path's directory and file name.
-fn dir_and_name(path: &Path) -> Option<(PathBuf, String)> {
+pub(crate) fn dir_and_name(path: &Path) -> Option<(PathBuf, String)> {
     // `access.log` has the parent `""`: that is the working directory, like `./access.log`.
     let dir = match path.parent()? {
         p if p.as_os_str().is_empty() => PathBuf::from("."),
@@ -754,47 +937,8 @@ fn remember(known: &mut Vec<Lineage>, l: Lineage) {
     }
 }
 
-/// Starts a thread that wakes `tx` on file-system events in the directories of `patterns`
-/// (best effort; polling covers filesystems without inotify). The watcher lives as long as the
-/// returned value.
-pub fn watch_dirs(patterns: &[String], tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let mut w = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
-        // Errors (queue overflow) may hide changes: wake to be safe.
-        if e.as_ref().map_or(true, |e| wakes(&e.kind)) {
-            let _ = tx.send(());
-        }
-    })
-    .ok()?;
-    for p in patterns {
-        let dir = glob_base(p);
-        if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; polling");
-        }
-    }
-    Some(w)
-}
-
-/// Whether a file-system event can mean new bytes or new/removed/renamed files: create,
-/// data or name changes, delete, close-after-write. Opens, reads, close-without-write and
-/// attribute changes cannot; the tailer's own reads generate them, and waking on them made an
-/// idle tailer poll in a loop (57% of a core).
-fn wakes(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode, ModifyKind};
-    use notify::EventKind;
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
-        EventKind::Any
-        | EventKind::Create(_)
-        | EventKind::Modify(_)
-        | EventKind::Remove(_)
-        | EventKind::Other => true,
-    }
-}
-
 /// The longest leading directory of a pattern without glob metacharacters.
-fn glob_base(pattern: &str) -> PathBuf {
+pub(crate) fn glob_base(pattern: &str) -> PathBuf {
     let mut base = PathBuf::new();
     let path = Path::new(pattern);
     let comps: Vec<_> = path.components().collect();
@@ -812,40 +956,44 @@ fn glob_base(pattern: &str) -> PathBuf {
     }
 }
 
-/// A tailer thread plus its stop flag and wake channel.
+/// A tailer thread plus its stop flag and the means to end its wait.
 #[derive(Debug)]
 pub struct TailHandle {
     stop: Arc<AtomicBool>,
-    wake: mpsc::Sender<()>,
+    stop_tx: mpsc::Sender<()>,
+    stopper: Option<Stopper>,
     thread: Option<std::thread::JoinHandle<()>>,
-    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl TailHandle {
-    /// Spawns the tailer thread.
+    /// Spawns the tailer thread, watching the patterns' directories where inotify allows.
     ///
     /// # Errors
     /// Thread creation failure.
     pub fn spawn<K: LineSink + Send + 'static>(tailer: Tailer<K>) -> std::io::Result<TailHandle> {
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel();
-        let watcher = watch_dirs(&tailer.cfg.patterns, tx.clone());
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let watch = Watch::new(&tailer.cfg.patterns);
+        let stopper = watch.as_ref().map(Watch::stopper);
         let s = stop.clone();
         let thread = std::thread::Builder::new()
             .name("vpslens-tail".into())
-            .spawn(move || tailer.run(&s, &rx))?;
+            .spawn(move || tailer.run(&s, watch, &stop_rx))?;
         Ok(TailHandle {
             stop,
-            wake: tx,
+            stop_tx,
+            stopper,
             thread: Some(thread),
-            _watcher: watcher,
         })
     }
 
     /// Stops the thread after a final drain and checkpoint, and waits for it.
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::Release);
-        let _ = self.wake.send(());
+        let _ = self.stop_tx.send(());
+        if let Some(s) = &self.stopper {
+            s.stop();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -856,7 +1004,7 @@ impl TailHandle {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use std::io::{Read, Write};
+    use std::io::Write;
 
     fn json_line(seq: u64) -> String {
         format!(
@@ -916,7 +1064,10 @@ mod tests {
         assert_eq!(counted(&t), 20);
         // Written after the last read: only the copy holds these.
         append(&log, 20..25);
-        t.poll_with(&mut || {
+        t.poll_with(true, &mut |stage| {
+            if stage != PollStage::TruncationsChecked {
+                return;
+            }
             std::fs::copy(&log, &copy).unwrap();
             std::fs::OpenOptions::new()
                 .write(true)
@@ -997,6 +1148,271 @@ mod tests {
         v
     }
 
+    /// A [`Recorder`] that runs `during_apply` once, inside the first `apply` call: a writer
+    /// acting while the tailer is busy with a batch (between its read and the end of its drain).
+    struct RecorderWithWriter {
+        rec: Recorder,
+        during_apply: Option<Box<dyn FnOnce() + Send>>,
+    }
+
+    impl std::fmt::Debug for RecorderWithWriter {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.rec.fmt(f)
+        }
+    }
+
+    impl LineSink for RecorderWithWriter {
+        type State = Vec<Vec<u8>>;
+
+        fn apply(&mut self, lines: &[Line<'_>]) -> Applied {
+            if let Some(w) = self.during_apply.take() {
+                w();
+            }
+            self.rec.apply(lines)
+        }
+
+        fn snapshot(&self) -> Vec<Vec<u8>> {
+            self.rec.snapshot()
+        }
+
+        fn restore(&mut self, state: Vec<Vec<u8>>) {
+            self.rec.restore(state);
+        }
+    }
+
+    #[test]
+    fn copytruncate_while_the_first_batch_is_applied_keeps_the_first_line_evidence() {
+        // Regression (issue 14, the SIGKILL loop over-counting one 380–400-line generation): a
+        // restarted tailer read a new file from 0; while its lines went through the pipeline
+        // the writer copied and truncated the file, and the first line's digest was then read
+        // from the truncated file: no evidence, so the copy was read from 0 again.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let copy = dir.path().join("access.log.1");
+        std::fs::write(&log, "").unwrap();
+        append(&log, 0..20);
+        let writer = {
+            let (log, copy) = (log.clone(), copy.clone());
+            move || {
+                append(&log, 20..25);
+                std::fs::copy(&log, &copy).unwrap();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&log)
+                    .unwrap()
+                    .set_len(0)
+                    .unwrap();
+                append(&log, 25..30);
+            }
+        };
+        let sink = RecorderWithWriter {
+            rec: Recorder::default(),
+            during_apply: Some(Box::new(writer)),
+        };
+        let cfg = TailConfig {
+            read_chunk_bytes: 64 * 1024,
+            ..recorder_config(dir.path())
+        };
+        let mut t = Tailer::new(cfg, sink, Arc::new(SourceStats::default())).unwrap();
+        // Not a fresh start (that matches nothing): a restart whose checkpoint holds no file.
+        t.restored = true;
+        t.poll();
+        t.poll();
+        t.poll();
+        let mut got = t.sink().rec.lines.clone();
+        got.sort();
+        assert_eq!(got.len(), 30, "every line once: the copy continues at 20");
+        assert_eq!(got, expected(0..30));
+    }
+
+    #[test]
+    fn checkpointed_file_renamed_while_a_restart_lists_files_still_marks_its_copy() {
+        // Regression (issue 14, the SIGKILL loop over-counting half a generation): killed after
+        // a checkpoint at line 10 of 20; while down the file was copytruncated (the copy holds
+        // lines 0..20) and refilled; the restart listed the directory, then the file was renamed
+        // and a new one created before it was looked at. Its identity was never found failing
+        // its evidence, so the copy was read from 0, not from line 10.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        std::fs::write(&log, "").unwrap();
+        let mut t = recording_tailer(dir.path(), Recorder::default());
+        t.poll();
+        append(&log, 0..10);
+        t.poll();
+        t.checkpoint();
+        append(&log, 10..20);
+        drop(t); // killed: no final poll or checkpoint
+        std::fs::copy(&log, dir.path().join("access.log.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&log, 20..30);
+        let mut t = recording_tailer(dir.path(), Recorder::default());
+        let (log2, new_log) = (dir.path().join("access.log.2"), log.clone());
+        t.poll_with(true, &mut |stage| {
+            if stage == PollStage::RestartListed {
+                std::fs::rename(&new_log, &log2).unwrap();
+                std::fs::write(&new_log, "").unwrap();
+                append(&new_log, 30..35);
+            }
+        });
+        t.poll();
+        t.poll();
+        let got = recorded(&t);
+        assert_eq!(
+            got.len(),
+            35,
+            "every line once: the copy continues at line 10"
+        );
+        assert_eq!(got, expected(0..35));
+    }
+
+    /// Copies `log` to `copy`, truncates it and writes `seqs` to it: a copytruncate followed by
+    /// the writer's next lines.
+    fn copytruncate_and_write(log: &Path, copy: &Path, seqs: std::ops::Range<u64>) {
+        std::fs::copy(log, copy).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(log, seqs);
+    }
+
+    #[test]
+    fn copytruncate_refilled_past_the_offset_before_the_read_is_not_read_as_a_continuation() {
+        // Regression (issue 14): truncated and written past the read position between the
+        // truncation check and the read, the file was read on from the old position (the new
+        // file's lines 10.. taken for the old one's), and its copy from 0.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let copy = dir.path().join("access.log.1");
+        std::fs::write(&log, "").unwrap();
+        let mut t = recording_tailer(dir.path(), Recorder::default());
+        t.poll();
+        append(&log, 0..10);
+        t.poll();
+        append(&log, 10..15);
+        t.poll_with(true, &mut |stage| {
+            if stage == PollStage::Discovered {
+                copytruncate_and_write(&log, &copy, 15..40);
+            }
+        });
+        t.poll();
+        t.poll();
+        let got = recorded(&t);
+        assert_eq!(got.len(), 40, "every line once");
+        assert_eq!(got, expected(0..40));
+    }
+
+    #[test]
+    fn restart_resumes_a_file_copytruncated_between_its_proof_and_its_read() {
+        // Regression (issue 14, the SIGKILL loop over-counting 40 lines): a restart proved the
+        // checkpointed file at line 10; before it was read the writer copytruncated it and wrote
+        // 25 new lines; the tailer read them from line 10 on as the old file's, and the copy
+        // from 0.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let copy = dir.path().join("access.log.1");
+        std::fs::write(&log, "").unwrap();
+        let mut t = recording_tailer(dir.path(), Recorder::default());
+        t.poll();
+        append(&log, 0..10);
+        t.poll();
+        t.checkpoint();
+        drop(t); // killed
+        append(&log, 10..20);
+        let mut t = recording_tailer(dir.path(), Recorder::default());
+        t.poll_with(true, &mut |stage| {
+            if stage == PollStage::Discovered {
+                copytruncate_and_write(&log, &copy, 20..45);
+            }
+        });
+        t.poll();
+        t.poll();
+        let got = recorded(&t);
+        assert_eq!(
+            got.len(),
+            45,
+            "every line once: the copy continues at line 10"
+        );
+        assert_eq!(got, expected(0..45));
+    }
+
+    #[test]
+    fn a_file_created_empty_is_read_after_a_wake_by_its_first_write() {
+        // Envoy reopens its log as an empty file (a create event: discovery finds nothing to
+        // decide yet), then writes to it (a write event: discovery is skipped). Without a
+        // second look the new file waited for the next name change or rescan.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        std::fs::write(&log, "").unwrap();
+        let mut t = recording_tailer(dir.path(), Recorder::default());
+        t.poll();
+        append(&log, 0..5);
+        t.poll_written();
+        std::fs::rename(&log, dir.path().join("access.log.1")).unwrap();
+        std::fs::write(&log, "").unwrap();
+        t.poll(); // the rename and the create
+        append(&log, 5..10);
+        t.poll_written(); // the write
+        assert_eq!(recorded(&t), expected(0..10));
+    }
+
+    #[test]
+    fn writes_alone_do_not_run_discovery() {
+        // What makes write-only wakes cheap: a file that appears without a name event (none
+        // reached the tailer) is found by the next full poll, not by a write-only one.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        std::fs::write(&log, "").unwrap();
+        let cfg = TailConfig {
+            patterns: vec![dir.path().join("*.log").display().to_string()],
+            ..recorder_config(dir.path())
+        };
+        let mut t =
+            Tailer::new(cfg, Recorder::default(), Arc::new(SourceStats::default())).unwrap();
+        t.poll();
+        append(&log, 0..5);
+        let other = dir.path().join("other.log");
+        std::fs::write(&other, json_line(5)).unwrap();
+        t.poll_written();
+        assert_eq!(recorded(&t), expected(0..5), "the followed file only");
+        t.poll();
+        assert_eq!(recorded(&t), expected(0..6));
+    }
+
+    #[test]
+    fn an_idle_tailer_does_not_rewrite_an_unchanged_checkpoint() {
+        // Checkpoints were rewritten (serialised, fsynced, renamed) every interval while
+        // nothing changed.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        std::fs::write(&log, "").unwrap();
+        let stats = Arc::new(SourceStats::default());
+        let cfg = TailConfig {
+            checkpoint_interval: Duration::ZERO, // due at every poll
+            ..recorder_config(dir.path())
+        };
+        let mut t = Tailer::new(cfg, Recorder::default(), stats.clone()).unwrap();
+        let writes = || stats.checkpoint_writes.load(Ordering::Relaxed);
+        t.poll();
+        append(&log, 0..3);
+        t.poll();
+        let after_lines = writes();
+        assert!(after_lines >= 1);
+        t.poll();
+        t.poll();
+        assert_eq!(writes(), after_lines, "nothing changed: no rewrite");
+        append(&log, 3..4);
+        t.poll_written();
+        assert_eq!(writes(), after_lines + 1, "a counted line is checkpointed");
+    }
+
     #[test]
     fn a_recording_sink_gets_every_line_once_across_a_rename_and_a_restart() {
         let dir = tempfile::tempdir().unwrap();
@@ -1070,63 +1486,5 @@ mod tests {
             in_order,
             "the checkpoint's offsets match its state"
         );
-    }
-
-    #[test]
-    fn the_tailers_own_reads_do_not_wake_it() {
-        // Regression: every open/read/close-nowrite of the tailer woke it again (57% of a core
-        // while idle).
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("access.log");
-        std::fs::write(&log, "{}\n").unwrap();
-        let (tx, rx) = mpsc::channel();
-        let _w = watch_dirs(&[log.display().to_string()], tx).expect("inotify");
-        for _ in 0..50 {
-            let mut s = String::new();
-            std::fs::File::open(&log)
-                .unwrap()
-                .read_to_string(&mut s)
-                .unwrap();
-        }
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&log)
-            .unwrap()
-            .write_all(b"{}\n")
-            .unwrap();
-        // Events arrive in order: once the append's wake is here, the reads' were handled.
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("an append wakes the tailer");
-        let mut wakes = 1;
-        while rx.try_recv().is_ok() {
-            wakes += 1;
-        }
-        assert!(wakes <= 3, "{wakes} wakes for 50 reads and one append");
-    }
-
-    #[test]
-    fn only_events_that_can_mean_new_bytes_wake() {
-        use notify::event::{
-            AccessKind, AccessMode, CreateKind, DataChange, MetadataKind, ModifyKind, RemoveKind,
-            RenameMode,
-        };
-        use notify::EventKind as K;
-        for k in [
-            K::Create(CreateKind::File),
-            K::Modify(ModifyKind::Data(DataChange::Any)),
-            K::Modify(ModifyKind::Name(RenameMode::From)),
-            K::Remove(RemoveKind::File),
-            K::Access(AccessKind::Close(AccessMode::Write)),
-        ] {
-            assert!(wakes(&k), "{k:?}");
-        }
-        for k in [
-            K::Access(AccessKind::Open(AccessMode::Any)),
-            K::Access(AccessKind::Read),
-            K::Access(AccessKind::Close(AccessMode::Read)),
-            K::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)),
-        ] {
-            assert!(!wakes(&k), "{k:?}");
-        }
     }
 }
