@@ -107,8 +107,14 @@ pub struct FileConfig {
     pub routes: Vec<String>,
     /// Longest accepted line in bytes (at least 256). Default 65536.
     pub max_line_bytes: usize,
-    /// Tailer poll period in milliseconds (at least 10). Default 250.
+    /// Milliseconds: the shortest gap between two reads while file events keep coming (writes
+    /// are batched into one read per gap), and the poll period where file events do not cover
+    /// the sources (globs in directory parts, unwatchable directories). At least 10. Default 200.
     pub poll_interval_ms: u64,
+    /// Seconds between discovery passes (globs, rotated siblings) when no file event asked for
+    /// one, where file events cover the sources: a safety net for lost events. At least 1.
+    /// Default 10.
+    pub rescan_interval_seconds: u64,
     /// Seconds a file that left the patterns stays open after it stopped growing. Default 10.
     pub rotate_wait_seconds: u64,
     /// Checkpoint period in seconds (at least 1). Default 5.
@@ -159,7 +165,8 @@ impl Default for FileConfig {
             trusted_hops: None,
             routes: DEFAULT_TEMPLATES.iter().map(|t| (*t).to_owned()).collect(),
             max_line_bytes: 64 * 1024,
-            poll_interval_ms: 250,
+            poll_interval_ms: 200,
+            rescan_interval_seconds: 10,
             rotate_wait_seconds: 10,
             checkpoint_interval_seconds: 5,
             registry_poll_seconds: 5,
@@ -250,6 +257,7 @@ impl FileConfig {
             read_from: self.read_from,
             max_line_bytes: self.max_line_bytes,
             poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
+            rescan_interval: std::time::Duration::from_secs(self.rescan_interval_seconds),
             rotate_wait: std::time::Duration::from_secs(self.rotate_wait_seconds),
             framing: self.framing,
             state_dir: self.state_dir.clone(),
@@ -455,6 +463,7 @@ impl Settings {
         for (name, value, min) in [
             ("max_line_bytes", file.max_line_bytes as u64, 256),
             ("poll_interval_ms", file.poll_interval_ms, 10),
+            ("rescan_interval_seconds", file.rescan_interval_seconds, 1),
             (
                 "checkpoint_interval_seconds",
                 file.checkpoint_interval_seconds,

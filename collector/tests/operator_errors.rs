@@ -3,6 +3,7 @@
 //! right). Each test runs the real binary and asserts the message or the exit code.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -299,9 +300,19 @@ fn live_mode_says_what_it_skips_ignores_and_cannot_write() {
         WAIT,
     )
     .unwrap();
-    // The state dir becomes unwritable (a file in its place): a metric, not just a log line.
+    // The state dir becomes unwritable (a file in its place): a metric, not just a log line,
+    // once there is something to save (an idle tailer does not rewrite an unchanged
+    // checkpoint).
     std::fs::remove_dir_all(&state).unwrap();
     std::fs::write(&state, b"not a directory").unwrap();
+    let line = std::fs::read_to_string(repo("fixtures/access-istio-json.log")).unwrap();
+    let line = line.lines().next().unwrap().to_owned() + "\n";
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(line.as_bytes())
+        .unwrap();
     let body = v
         .wait_for_scrape(
             addr,

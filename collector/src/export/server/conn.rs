@@ -78,6 +78,9 @@ pub struct Tracker {
     epoch: Instant,
     /// Notified (all waiters) whenever a connection closes.
     pub closed: Notify,
+    /// Notified (one permit) whenever a connection opens: the sweeper sleeps while none is
+    /// open (an idle daemon wakes for nothing).
+    pub opened: Notify,
     /// Most connections kept open.
     pub cap: usize,
     timeouts: Timeouts,
@@ -92,6 +95,7 @@ impl Tracker {
             next_id: AtomicU64::new(0),
             epoch: Instant::now(),
             closed: Notify::new(),
+            opened: Notify::new(),
             cap: cap.max(1),
             timeouts,
         })
@@ -151,6 +155,7 @@ impl Tracker {
         conn.idle_since.store(now, Ordering::Relaxed);
         conn.last_io.store(now, Ordering::Relaxed);
         self.map().insert(id, conn.clone());
+        self.opened.notify_one();
         ConnGuard {
             id,
             conn,

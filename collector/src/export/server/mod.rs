@@ -271,6 +271,9 @@ pub async fn serve(
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                if tracker.is_empty() {
+                    tracker.opened.notified().await;
+                }
                 tick.tick().await;
                 tracker.sweep();
             }
