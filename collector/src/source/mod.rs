@@ -1133,6 +1133,18 @@ mod tests {
         Tailer::new(recorder_config(dir), sink, Arc::new(SourceStats::default())).unwrap()
     }
 
+    /// A recording tailer over a new, empty `dir/access.log` that has read lines `0..n` of it;
+    /// returns the log's path too.
+    fn tailer_that_read(dir: &Path, n: u64) -> (PathBuf, Tailer<Recorder>) {
+        let log = dir.join("access.log");
+        std::fs::write(&log, "").unwrap();
+        let mut t = recording_tailer(dir, Recorder::default());
+        t.poll();
+        append(&log, 0..n);
+        t.poll();
+        (log, t)
+    }
+
     /// `seqs` as the recorder holds them (lines without their newline), sorted.
     fn expected(seqs: std::ops::Range<u64>) -> Vec<Vec<u8>> {
         let mut v: Vec<Vec<u8>> = seqs
@@ -1195,14 +1207,7 @@ mod tests {
             let (log, copy) = (log.clone(), copy.clone());
             move || {
                 append(&log, 20..25);
-                std::fs::copy(&log, &copy).unwrap();
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&log)
-                    .unwrap()
-                    .set_len(0)
-                    .unwrap();
-                append(&log, 25..30);
+                copytruncate_and_write(&log, &copy, 25..30);
             }
         };
         let sink = RecorderWithWriter {
@@ -1233,23 +1238,11 @@ mod tests {
         // and a new one created before it was looked at. Its identity was never found failing
         // its evidence, so the copy was read from 0, not from line 10.
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("access.log");
-        std::fs::write(&log, "").unwrap();
-        let mut t = recording_tailer(dir.path(), Recorder::default());
-        t.poll();
-        append(&log, 0..10);
-        t.poll();
+        let (log, mut t) = tailer_that_read(dir.path(), 10);
         t.checkpoint();
         append(&log, 10..20);
         drop(t); // killed: no final poll or checkpoint
-        std::fs::copy(&log, dir.path().join("access.log.1")).unwrap();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&log)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
-        append(&log, 20..30);
+        copytruncate_and_write(&log, &dir.path().join("access.log.1"), 20..30);
         let mut t = recording_tailer(dir.path(), Recorder::default());
         let (log2, new_log) = (dir.path().join("access.log.2"), log.clone());
         t.poll_with(true, &mut |stage| {
@@ -1289,13 +1282,8 @@ mod tests {
         // truncation check and the read, the file was read on from the old position (the new
         // file's lines 10.. taken for the old one's), and its copy from 0.
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("access.log");
         let copy = dir.path().join("access.log.1");
-        std::fs::write(&log, "").unwrap();
-        let mut t = recording_tailer(dir.path(), Recorder::default());
-        t.poll();
-        append(&log, 0..10);
-        t.poll();
+        let (log, mut t) = tailer_that_read(dir.path(), 10);
         append(&log, 10..15);
         t.poll_with(true, &mut |stage| {
             if stage == PollStage::Discovered {
@@ -1316,13 +1304,8 @@ mod tests {
         // 25 new lines; the tailer read them from line 10 on as the old file's, and the copy
         // from 0.
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("access.log");
         let copy = dir.path().join("access.log.1");
-        std::fs::write(&log, "").unwrap();
-        let mut t = recording_tailer(dir.path(), Recorder::default());
-        t.poll();
-        append(&log, 0..10);
-        t.poll();
+        let (log, mut t) = tailer_that_read(dir.path(), 10);
         t.checkpoint();
         drop(t); // killed
         append(&log, 10..20);
