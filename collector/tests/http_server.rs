@@ -501,6 +501,17 @@ fn status(r: reqwest::Result<reqwest::blocking::Response>) -> Option<u16> {
 }
 
 /// Reads whatever a plain-HTTP request gets back from the TLS listener (until EOF/reset).
+/// Waits until `client` gets any HTTP status from `url` (failing at once if vpslens exited).
+fn wait_answering(s: &mut Setup, what: &str, client: &reqwest::blocking::Client, url: &str) {
+    wait_for_value(what, PATIENCE, Duration::from_millis(100), || {
+        if let Some(st) = s.vp.try_wait()? {
+            anyhow::bail!("vpslens exited with {st}:\n{}", s.vp.stderr());
+        }
+        Ok(status(client.get(url).send()))
+    })
+    .unwrap();
+}
+
 fn plain_http_answer(addr: SocketAddr) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -525,18 +536,7 @@ fn prometheus_scrapes_over_tls_with_basic_auth() {
     let mut s = start_with("", &["--web.config.file", &web], &[], &[]);
     let https = pki.client(None);
     let url = format!("https://{}/metrics", s.addr);
-    wait_for_value(
-        "vpslens over TLS",
-        PATIENCE,
-        Duration::from_millis(100),
-        || {
-            if let Some(st) = s.vp.try_wait()? {
-                anyhow::bail!("vpslens exited with {st}:\n{}", s.vp.stderr());
-            }
-            Ok(status(https.get(&url).send()))
-        },
-    )
-    .unwrap();
+    wait_answering(&mut s, "vpslens over TLS", &https, &url);
     append(&s.log, 0, 7);
 
     let job = |name: &str, password: &str| {
@@ -636,18 +636,7 @@ fn mutual_tls_requires_a_certificate_from_the_client_ca() {
     );
     let url = format!("https://{}/metrics", s.addr);
     let with_cert = pki.client(Some("client"));
-    wait_for_value(
-        "vpslens over mTLS",
-        PATIENCE,
-        Duration::from_millis(100),
-        || {
-            if let Some(st) = s.vp.try_wait()? {
-                anyhow::bail!("vpslens exited with {st}:\n{}", s.vp.stderr());
-            }
-            Ok(status(with_cert.get(&url).send()))
-        },
-    )
-    .unwrap();
+    wait_answering(&mut s, "vpslens over mTLS", &with_cert, &url);
     // A TLS handshake that stops half-way is closed by the header-read timeout.
     let mut stalled = TcpStream::connect(s.addr).unwrap();
     stalled

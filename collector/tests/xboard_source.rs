@@ -105,14 +105,19 @@ fn has(text: &str, line: &str) -> bool {
     text.lines().any(|l| l == line)
 }
 
-#[test]
-fn xboard_source_auth_dns_removal_outage_and_precedence() {
+/// A fake panel serving `fixture()` on `127.0.0.1:<ephemeral>` from its own runtime (kept
+/// alive by the returned value), with the handle of its server task.
+fn start_panel() -> (
+    tokio::runtime::Runtime,
+    Arc<Mutex<Panel>>,
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<()>,
+) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let panel = Arc::new(Mutex::new(Panel {
         doc: fixture(),
         hits: 0,
@@ -125,6 +130,13 @@ fn xboard_source_auth_dns_removal_outage_and_precedence() {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let server = rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (rt, panel, addr, server)
+}
+
+#[test]
+fn xboard_source_auth_dns_removal_outage_and_precedence() {
+    let (rt, panel, addr, server) = start_panel();
+    let dir = tempfile::tempdir().unwrap();
 
     // The node file names jp-01 too: it wins (xboard is the lowest precedence).
     let node_file = dir.path().join("nodes.yaml");
@@ -257,22 +269,7 @@ fn xboard_source_auth_dns_removal_outage_and_precedence() {
 
 #[test]
 fn xboard_token_from_an_environment_variable() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let panel = Arc::new(Mutex::new(Panel {
-        doc: fixture(),
-        hits: 0,
-    }));
-    let app = axum::Router::new()
-        .route("/api/v2/{secure}/server/manage/getNodes", get(get_nodes))
-        .with_state(panel);
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (rt, _panel, addr, _server) = start_panel();
     // Only this test sets this variable.
     std::env::set_var("VPSLENS_TEST_XBOARD_TOKEN", format!("Bearer {TOKEN}"));
     let cfg = XboardConfig {
@@ -306,23 +303,7 @@ fn xboard_token_from_an_environment_variable() {
 
 #[test]
 fn run_binary_lists_the_panels_nodes_without_logging_secrets() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let panel = Arc::new(Mutex::new(Panel {
-        doc: fixture(),
-        hits: 0,
-    }));
-    let app = axum::Router::new()
-        .route("/api/v2/{secure}/server/manage/getNodes", get(get_nodes))
-        .with_state(panel.clone());
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (_rt, panel, addr, _server) = start_panel();
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("Bearer {TOKEN}\n")).unwrap();

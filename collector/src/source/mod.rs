@@ -506,6 +506,8 @@ impl<K: LineSink> Tailer<K> {
             let (size, mtime) = (meta.len(), meta.modified().ok());
             // Unchanged since it was last found to hold nothing new: no reads.
             let unchanged = self.sibling_seen.get(&(dev, ino)) == Some(&(size, mtime));
+            // Its own remembered identity proven, with bytes past the offset read.
+            let mut grew = false;
             if !unchanged
                 && self
                     .known
@@ -513,12 +515,14 @@ impl<K: LineSink> Tailer<K> {
                     .any(|l| same_inode(l, dev, ino, born) && !l.truncated && l.offset > 0)
             {
                 if let Ok(f) = std::fs::File::open(&path) {
-                    let _ = self.settle_inode(&path, (dev, ino, born), &f, size);
+                    grew = self
+                        .settle_inode(&path, (dev, ino, born), &f, size)
+                        .is_some_and(|i| size > self.known[i].offset);
                 }
             }
-            listed.push((path, (dev, ino, born), size, mtime, unchanged));
+            listed.push((path, (dev, ino, born), size, mtime, unchanged, grew));
         }
-        for (path, (dev, ino, born), size, mtime, unchanged) in listed {
+        for (path, (dev, ino, born), size, mtime, unchanged, grew) in listed {
             if mtime.is_some_and(|m| m >= since) {
                 self.adopt_outside_patterns(&path, now);
                 continue;
@@ -526,17 +530,16 @@ impl<K: LineSink> Tailer<K> {
             if unchanged {
                 continue;
             }
-            let Ok(f) = std::fs::File::open(&path) else {
-                continue;
-            };
-            let proven = self.known.iter().any(|l| {
-                size > l.offset
-                    && if same_inode(l, dev, ino, born) {
-                        !l.truncated && verifies(l, &f, size)
-                    } else {
-                        l.truncated && verifies(l, &f, size)
-                    }
-            });
+            // Or a proven copy of a file truncated in place, with bytes past its offset.
+            let proven = grew
+                || std::fs::File::open(&path).is_ok_and(|f| {
+                    self.known.iter().any(|l| {
+                        l.truncated
+                            && !same_inode(l, dev, ino, born)
+                            && size > l.offset
+                            && verifies(l, &f, size)
+                    })
+                });
             if proven {
                 self.adopt_outside_patterns(&path, now);
             } else {
