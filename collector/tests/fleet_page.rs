@@ -81,20 +81,6 @@ fn api_nodes(listen: SocketAddr) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(&body)?)
 }
 
-fn statuses(v: &serde_json::Value) -> BTreeMap<String, String> {
-    v["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["name"].as_str().unwrap().to_owned(),
-                n["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 fn status_cmd(listen: SocketAddr) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_vpslens"))
         .args(["status", "--url", &format!("http://{listen}")])
@@ -148,7 +134,7 @@ fn fleet_page_api_and_status_show_silent_erroring_mismatched_and_unregistered_no
         Duration::from_secs(90),
         Duration::from_millis(200),
         || {
-            last = statuses(&api_nodes(listen)?);
+            last = vpslens_testkit::vpslens::node_statuses(&api_nodes(listen)?);
             Ok((last == want1).then_some(()))
         },
     )
@@ -175,7 +161,7 @@ fn fleet_page_api_and_status_show_silent_erroring_mismatched_and_unregistered_no
         Duration::from_millis(250),
         || {
             let v = api_nodes(listen)?;
-            last = statuses(&v);
+            last = vpslens_testkit::vpslens::node_statuses(&v);
             Ok((last == want2).then_some(v))
         },
     )

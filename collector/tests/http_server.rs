@@ -707,20 +707,24 @@ fn web_config_changes_apply_without_restart() {
                 .send(),
         )
     };
-    wait_until(PATIENCE, Duration::from_millis(100), || {
-        get("alice", "pw-a") == Some(200)
-    })
-    .unwrap();
+    // Waits until `user:pass` gets `code` (the file is re-read on change).
+    let until = |user: &str, pass: &str, code: u16| {
+        wait_until(PATIENCE, Duration::from_millis(100), || {
+            get(user, pass) == Some(code)
+        })
+        .unwrap();
+    };
+    let only_bob = || {
+        pki.web_config(&format!(
+            "basic_auth_users:\n  bob: {}\n",
+            bcrypt_hash("pw-b")
+        ))
+    };
+    until("alice", "pw-a", 200);
     assert_eq!(get("alice", "wrong"), Some(401));
 
-    pki.web_config(&format!(
-        "basic_auth_users:\n  bob: {}\n",
-        bcrypt_hash("pw-b")
-    ));
-    wait_until(PATIENCE, Duration::from_millis(100), || {
-        get("bob", "pw-b") == Some(200)
-    })
-    .unwrap();
+    only_bob();
+    until("bob", "pw-b", 200);
     assert_eq!(
         get("alice", "pw-a"),
         Some(401),
@@ -728,18 +732,9 @@ fn web_config_changes_apply_without_restart() {
     );
 
     pki.web_config("basic_auth_users:\n  bob: not-a-bcrypt-hash\n");
-    wait_until(PATIENCE, Duration::from_millis(100), || {
-        get("bob", "pw-b") == Some(500)
-    })
-    .unwrap();
-    pki.web_config(&format!(
-        "basic_auth_users:\n  bob: {}\n",
-        bcrypt_hash("pw-b")
-    ));
-    wait_until(PATIENCE, Duration::from_millis(100), || {
-        get("bob", "pw-b") == Some(200)
-    })
-    .unwrap();
+    until("bob", "pw-b", 500);
+    only_bob();
+    until("bob", "pw-b", 200);
     assert!(
         s.vp.stderr().contains("not a bcrypt hash"),
         "{}",

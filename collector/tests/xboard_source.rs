@@ -343,19 +343,7 @@ fn run_binary_lists_the_panels_nodes_without_logging_secrets() {
         std::time::Duration::from_millis(200),
         || {
             let (_, body) = vpslens_testkit::http::get(&format!("http://{listen}/api/nodes"))?;
-            let v: serde_json::Value = serde_json::from_str(&body)?;
-            let mut names: Vec<(String, String)> = v["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|n| {
-                    (
-                        n["name"].as_str().unwrap().to_owned(),
-                        n["status"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect();
-            names.sort();
+            let names = vpslens_testkit::vpslens::node_statuses(&serde_json::from_str(&body)?);
             Ok((names.len() == 4).then_some(names))
         },
     )

@@ -157,6 +157,22 @@ pub fn metric_value(body: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Node name → `status` from a `/api/nodes` JSON document (`{"nodes": [{"name", "status", …}]}`);
+/// empty if the document has no such array.
+pub fn node_statuses(doc: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    doc["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or_default().to_owned(),
+                n["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::metric_value;
