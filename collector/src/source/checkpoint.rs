@@ -126,11 +126,16 @@ pub fn load<S: DeserializeOwned>(
     Ok(Some(cp))
 }
 
-/// Writes a checkpoint atomically.
+/// Writes a checkpoint atomically, serialised into `buf` (cleared first; the tailer keeps it
+/// between checkpoints, so a fleet-sized checkpoint does not allocate megabytes each time).
 ///
 /// # Errors
 /// [`CheckpointError::Io`]; the previous checkpoint is left intact.
-pub fn store<S: Serialize>(state_dir: &Path, cp: &Checkpoint<S>) -> Result<(), CheckpointError> {
+pub fn store<S: Serialize>(
+    state_dir: &Path,
+    cp: &Checkpoint<S>,
+    buf: &mut Vec<u8>,
+) -> Result<(), CheckpointError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| CheckpointError::Io { path, source }
@@ -138,13 +143,14 @@ pub fn store<S: Serialize>(state_dir: &Path, cp: &Checkpoint<S>) -> Result<(), C
     fs::create_dir_all(state_dir).map_err(io(state_dir))?;
     let final_path = path_in(state_dir);
     let tmp = state_dir.join("checkpoint.json.tmp");
-    let bytes = serde_json::to_vec(cp).map_err(|e| CheckpointError::Corrupt {
+    buf.clear();
+    serde_json::to_writer(&mut *buf, cp).map_err(|e| CheckpointError::Corrupt {
         path: tmp.clone(),
         message: e.to_string(),
     })?;
     {
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
+        f.write_all(buf).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
     }
     fs::rename(&tmp, &final_path).map_err(io(&final_path))?;

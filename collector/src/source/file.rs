@@ -212,12 +212,7 @@ impl Tracked {
         let Ok(meta) = self.file.metadata() else {
             return false;
         };
-        let len = self.recent.len() as u64;
-        self.suspect
-            || meta.len() < self.read_pos
-            || (len > 0
-                && identity::read_exact_at(&self.file, self.read_pos - len, len)
-                    .is_none_or(|now| now != self.recent))
+        self.suspect || meta.len() < self.read_pos || !self.still_holds_recent()
     }
 
     /// The file was deleted (no name left): nothing can find it again.
@@ -263,10 +258,12 @@ impl Tracked {
         }
     }
 
-    /// Detects truncation (size < read offset) or rewrite (the bytes before the committed
-    /// offset changed: a copytruncate followed by new writes past our offset; heads alone
-    /// cannot tell, Envoy's heads repeat). On detection returns the old identity, marked
-    /// `truncated` (a copy of it may appear), and restarts at offset 0.
+    /// Detects truncation (size < read offset) or rewrite (the bytes before the read offset
+    /// changed: a copytruncate followed by new writes past our offset; heads alone cannot
+    /// tell, Envoy's heads repeat). Checked before each read, not only by the read itself:
+    /// a copy of the file may appear before the next poll, and must find the old identity
+    /// marked. On detection returns the old identity, marked `truncated` (a copy of it may
+    /// appear), and restarts at offset 0.
     pub fn detect_truncation(&mut self) -> Option<Lineage> {
         if !self.rewritten() {
             return None;
@@ -355,9 +352,7 @@ impl Tracked {
     /// changed too).
     fn still_holds_recent(&self) -> bool {
         let len = self.recent.len() as u64;
-        len == 0
-            || identity::read_exact_at(&self.file, self.read_pos - len, len)
-                .is_some_and(|now| now == self.recent)
+        len == 0 || identity::holds_at(&self.file, self.read_pos - len, &self.recent)
     }
 
     /// Whether the last look found the file rewritten under the read position.

@@ -97,6 +97,30 @@ pub fn read_exact_at(f: &File, at: u64, len: u64) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// Whether `f` holds `expected` at `at` (false if shorter or unreadable). Reads into a stack
+/// buffer of [`TAIL_BYTES`] at a time: the tailer checks this after every read.
+pub fn holds_at(f: &File, at: u64, expected: &[u8]) -> bool {
+    let mut buf = [0u8; TAIL_BYTES as usize];
+    let mut done = 0;
+    while done < expected.len() {
+        let want = (expected.len() - done).min(buf.len());
+        let mut n = 0;
+        while n < want {
+            match f.read_at(&mut buf[n..want], at + (done + n) as u64) {
+                Ok(0) => return false,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        if buf[..want] != expected[done..done + want] {
+            return false;
+        }
+        done += want;
+    }
+    true
+}
+
 /// The first line of `f` (with its newline) if it ends before `limit`; at most [`HEAD_MAX`]
 /// bytes (a longer first line is cut there).
 pub fn first_line(f: &File, limit: u64) -> Option<Vec<u8>> {

@@ -186,6 +186,15 @@ enum PollStage {
     Discovered,
 }
 
+/// The sink's state as the checkpoint's `aggregator` ([`LineSink::serialize_state`]).
+struct SinkState<'a, K>(&'a K);
+
+impl<K: LineSink> serde::Serialize for SinkState<'_, K> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize_state(s)
+    }
+}
+
 /// Follows files and feeds their lines to a [`LineSink`] `K`.
 #[derive(Debug)]
 pub struct Tailer<K: LineSink> {
@@ -219,6 +228,8 @@ pub struct Tailer<K: LineSink> {
     /// Files waiting as possible copies in progress: since when, and of which followed file.
     copy_waits: rustc_hash::FxHashMap<(u64, u64), (Instant, (u64, u64))>,
     buf: Vec<u8>,
+    /// Serialised checkpoint, kept between checkpoints (megabytes at fleet scale).
+    checkpoint_buf: Vec<u8>,
 }
 
 impl<K: LineSink> Tailer<K> {
@@ -269,6 +280,7 @@ impl<K: LineSink> Tailer<K> {
             sibling_seen: rustc_hash::FxHashMap::default(),
             copy_waits: rustc_hash::FxHashMap::default(),
             buf,
+            checkpoint_buf: Vec::new(),
         })
     }
 
@@ -446,9 +458,9 @@ impl<K: LineSink> Tailer<K> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             files,
-            state: self.sink.snapshot(),
+            state: SinkState(&self.sink),
         };
-        match checkpoint::store(&dir, &cp) {
+        match checkpoint::store(&dir, &cp, &mut self.checkpoint_buf) {
             Ok(()) => self.stats.record_checkpoint(true),
             Err(e) => {
                 self.stats.record_checkpoint(false);

@@ -57,6 +57,15 @@ pub trait LineSink {
     /// The state that matches every line applied so far (taken for each checkpoint).
     fn snapshot(&self) -> Self::State;
 
+    /// Serialises [`LineSink::snapshot`] into `s` (the checkpoint's `aggregator`). The default
+    /// serialises a snapshot; a sink whose state is costly to copy serialises it in place.
+    ///
+    /// # Errors
+    /// The serializer's error.
+    fn serialize_state<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&self.snapshot(), s)
+    }
+
     /// Replaces the sink's state with a checkpointed one (at tailer start).
     fn restore(&mut self, state: Self::State);
 }
