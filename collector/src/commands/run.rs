@@ -94,6 +94,9 @@ pub fn run(args: &RunArgs) -> Result<(), Error> {
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        // Renders and the 10 s sweep run on the blocking pool: with tokio's 10 s keep-alive a
+        // 15 s scrape interval started (and ended) a thread per scrape.
+        .thread_keep_alive(Duration::from_secs(120))
         .enable_all()
         .build()?;
     for p in pollers {

@@ -144,3 +144,41 @@ async fn fleet_page(
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use tower::ServiceExt;
+
+    async fn get_body(shared: &Arc<Shared>, path: &str) -> String {
+        let req = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = router(shared.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// The scrape handlers withhold the counters until the first pass is done (see
+    /// `metrics::Counters::for_scrape`): a crash's checkpoint may hold less than was served.
+    #[tokio::test]
+    async fn scrapes_before_the_first_pass_hold_no_counters() {
+        let shared = crate::export::metrics::tests::shared_with_one_request();
+        let body = get_body(&shared, "/metrics").await;
+        assert!(body.contains("\nvpslens_ready 0\n"), "{body}");
+        assert!(!body.contains("vpslens_node_requests_total{"), "{body}");
+        assert_eq!(get_body(&shared, "/metrics/istio").await, "");
+        shared.sources.ready.store(true, Ordering::Release);
+        assert!(get_body(&shared, "/metrics")
+            .await
+            .contains("vpslens_node_requests_total{"));
+        assert!(get_body(&shared, "/metrics/istio")
+            .await
+            .contains("istio_requests_total{"));
+    }
+}

@@ -301,14 +301,48 @@ pub fn snapshot_series(shared: &Shared) -> usize {
 /// `replay --metrics-out`, tests and benches; the HTTP handler streams with [`render_into`]).
 pub fn render(shared: &Shared, dialect: Dialect) -> String {
     let mut w = Writer::with_capacity(dialect, 1 << 20);
-    render_into(shared, &mut w);
+    render_into(shared, &mut w, Counters::Served);
     w.finish()
+}
+
+/// Whether a scrape shows the counters the aggregator holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counters {
+    /// Every family.
+    Served,
+    /// Not yet: only the collector's own families (`vpslens_ready 0`, sources, registry,
+    /// checkpoints); `/metrics/istio` is empty. See [`Counters::for_scrape`].
+    Withheld,
+}
+
+impl Counters {
+    /// What an HTTP scrape may show: the counters only once the first pass after start-up is
+    /// done (`vpslens_ready 1`). After a crash they restart from the last checkpoint, which may
+    /// be lower than what the previous process served; until the first pass has read those
+    /// lines again a scrape would see counters go down, which Prometheus takes for a reset and
+    /// `rate`/`increase` count in full again. Absent series for a scrape or two cost nothing.
+    pub fn for_scrape(shared: &Shared) -> Counters {
+        if shared.sources.ready.load(Ordering::Acquire) {
+            Counters::Served
+        } else {
+            Counters::Withheld
+        }
+    }
 }
 
 /// Writes the `/metrics` families into `w` (a `String` or a streaming writer). The aggregator
 /// lock is held only while ids and numbers are copied.
-pub fn render_into(shared: &Shared, w: &mut Writer) {
+pub fn render_into(shared: &Shared, w: &mut Writer, counters: Counters) {
     let registry = shared.registry.current();
+    if counters == Counters::Withheld {
+        render_poll_intervals(
+            w,
+            &registry,
+            shared.default_poll_interval_seconds.load(Ordering::Relaxed),
+        );
+        render_collector(w, shared, &registry);
+        return;
+    }
     let (snap, counters) = {
         let agg = shared.lock();
         (snapshot(agg.view()), SelfCounters::from(agg.view()))
@@ -344,12 +378,16 @@ fn render_poll_intervals(w: &mut Writer, registry: &Registry, default_seconds: u
 /// base-unit lint, and because their volume may deserve its own scrape interval.
 pub fn render_istio(shared: &Shared, dialect: Dialect) -> String {
     let mut w = Writer::new(dialect);
-    render_istio_into(shared, &mut w);
+    render_istio_into(shared, &mut w, Counters::Served);
     w.finish()
 }
 
-/// Writes the `/metrics/istio` families into `w` (see [`render_istio`]).
-pub fn render_istio_into(shared: &Shared, w: &mut Writer) {
+/// Writes the `/metrics/istio` families into `w` (see [`render_istio`]); nothing while
+/// `counters` are withheld.
+pub fn render_istio_into(shared: &Shared, w: &mut Writer, counters: Counters) {
+    if counters == Counters::Withheld {
+        return;
+    }
     let registry = shared.registry.current();
     let views = istio::views(shared.lock().view(), &registry, &shared.istio);
     istio::render(w, &views, &shared.istio);
@@ -534,6 +572,12 @@ fn render_self(w: &mut Writer, shared: &Shared, registry: &Registry, c: &SelfCou
     w.family(&AGGREGATE_SETS);
     w.sample_u64(AGGREGATE_SETS.name, &[], c.histogram_sets as u64);
 
+    render_collector(w, shared, registry);
+}
+
+/// The collector's own families, none from the aggregator: scrapes, registry, sources,
+/// checkpoints, readiness (served even while [`Counters::Withheld`]).
+fn render_collector(w: &mut Writer, shared: &Shared, registry: &Registry) {
     let gate = &shared.scrapes;
     for (f, counts) in [
         (&SCRAPES_REJECTED, gate.rejected()),
@@ -660,8 +704,65 @@ fn render_sources(w: &mut Writer, h: &crate::resolve::reload::RegistryHandle) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A shared state that counted one request from node `n1` (first pass not done).
+    pub(crate) fn shared_with_one_request() -> Arc<Shared> {
+        use crate::aggregate::Limits;
+        use crate::pipeline::LineProcessor;
+        use crate::resolve::NodeSpec;
+        use crate::source::Line;
+        let registry = Registry::build(vec![NodeSpec {
+            name: "n1".into(),
+            addresses: vec!["10.0.0.1".into()],
+            node_id: Some(1),
+            labels: Default::default(),
+        }])
+        .unwrap();
+        let shared = Shared::with_registry(registry, Limits::default());
+        let line = r#"{"downstream_remote_address":"10.0.0.1:4000","method":"GET","path":"/api/v1/server/UniProxy/user?node_id=1&node_type=vless&token=FAKE-TOKEN-do-not-use","response_code":200,"duration":3,"bytes_sent":10,"start_time":"2026-11-23T05:38:15.940Z"}"#;
+        LineProcessor::new(shared.clone()).process(&Line::batch(&[line]));
+        shared
+    }
+
+    /// After a crash the counters restart from the last checkpoint: a scrape before the first
+    /// pass would see them go down (a reset to Prometheus). They are withheld until
+    /// `vpslens_ready 1`; the collector's own families are served throughout.
+    #[test]
+    fn counters_are_withheld_from_scrapes_until_the_first_pass_is_done() {
+        let shared = shared_with_one_request();
+        let scrape = |istio: bool| {
+            let mut w = Writer::with_capacity(Dialect::Prometheus, 1 << 16);
+            let counters = Counters::for_scrape(&shared);
+            if istio {
+                render_istio_into(&shared, &mut w, counters);
+            } else {
+                render_into(&shared, &mut w, counters);
+            }
+            w.finish()
+        };
+        let before = scrape(false);
+        assert!(before.contains("\nvpslens_ready 0\n"), "{before}");
+        assert!(before.contains("vpslens_registry_nodes 1"), "{before}");
+        for counter in ["vpslens_node_requests_total{", "vpslens_lines_total{"] {
+            assert!(
+                !before.contains(counter),
+                "{counter} served before ready: {before}"
+            );
+        }
+        assert_eq!(scrape(true), "", "no istio series before ready");
+
+        shared.sources.ready.store(true, Ordering::Release);
+        let after = scrape(false);
+        assert!(after.contains("vpslens_node_requests_total{"), "{after}");
+        assert!(
+            after.contains("vpslens_lines_total{result=\"ok\"} 1"),
+            "{after}"
+        );
+        assert!(scrape(true).contains("istio_requests_total{"));
+    }
 
     #[test]
     fn every_family_is_declared_once_with_a_valid_name() {

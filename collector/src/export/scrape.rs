@@ -232,9 +232,10 @@ pub async fn scrape(s: Arc<Shared>, headers: &HeaderMap, endpoint: Endpoint) -> 
                 .then(|| GzEncoder::new(Vec::with_capacity(CHUNK_BYTES), Compression::fast())),
         };
         let mut w = Writer::streaming(dialect, Box::new(sink), CHUNK_BYTES);
+        let counters = metrics::Counters::for_scrape(&shared);
         match endpoint {
-            Endpoint::Metrics => metrics::render_into(&shared, &mut w),
-            Endpoint::Istio => metrics::render_istio_into(&shared, &mut w),
+            Endpoint::Metrics => metrics::render_into(&shared, &mut w, counters),
+            Endpoint::Istio => metrics::render_istio_into(&shared, &mut w, counters),
         }
         if let Err(e) = w.finish_stream() {
             shared.scrapes.cut[endpoint.index()].fetch_add(1, Ordering::Relaxed);
