@@ -440,9 +440,9 @@ struct LegacySeriesStats {
 }
 
 impl Serialize for SeriesTable {
-    /// Writes [`TableRecord::Rows`] straight from the table (no intermediate rows: a
-    /// checkpoint is written every `checkpoint_interval_seconds` while lines flow), in table
-    /// order: by node id, then first appearance.
+    /// Writes the rows form (`request_rows`, `histogram_rows`) straight from the table (no
+    /// intermediate rows: a checkpoint is written every `checkpoint_interval_seconds` while
+    /// lines flow), in table order: by node id, then first appearance.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
         struct RowsOut<'a> {
