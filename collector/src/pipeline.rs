@@ -363,12 +363,14 @@ impl LineSink for LineProcessor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::resolve::NodeSpec;
 
-    fn n1_registry() -> Registry {
+    /// A registry of one node, `n1` at 10.0.0.1 with Xboard `node_id` 1 (other modules' tests
+    /// use it too).
+    pub(crate) fn n1_registry() -> Registry {
         Registry::build(vec![NodeSpec {
             name: "n1".into(),
             addresses: vec!["10.0.0.1".into()],
@@ -378,20 +380,22 @@ mod tests {
         .unwrap()
     }
 
+    /// An Istio JSON line: a request from n1's address claiming `node_id` `id`.
+    pub(crate) fn n1_request(id: &str) -> String {
+        format!(
+            r#"{{"downstream_remote_address":"10.0.0.1:4000","method":"GET","path":"/api/v1/server/UniProxy/user?node_id={id}&node_type=vless&token=FAKE-TOKEN-do-not-use","response_code":200,"duration":3,"bytes_sent":10,"start_time":"2026-11-23T05:38:15.940Z"}}"#
+        )
+    }
+
     /// A processor that has counted eight requests from n1 (`node_id` 1, none, then six that
     /// cannot be node 1's).
     fn processor_with_n1_requests() -> (LineProcessor, Arc<Shared>) {
         let shared = Shared::with_registry(n1_registry(), Limits::default());
         let mut p = LineProcessor::new(shared.clone());
-        let line = |id: &str| {
-            format!(
-                r#"{{"downstream_remote_address":"10.0.0.1:4000","method":"GET","path":"/api/v1/server/UniProxy/user?node_id={id}&node_type=vless&token=FAKE-TOKEN-do-not-use","response_code":200,"duration":3,"bytes_sent":10,"start_time":"2026-11-23T05:38:15.940Z"}}"#
-            )
-        };
         // Matching id, no id, then six that cannot be node 1's.
         let lines: Vec<String> = ["1", "", "2", "1abc", "-1", "99999999999999999999", "4294967296"]
             .iter()
-            .map(|id| line(id))
+            .map(|id| n1_request(id))
             .chain([r#"{"downstream_remote_address":"10.0.0.1:4000","method":"GET","path":"/api/v1/server/UniProxy/user?token=t","response_code":200,"duration":3,"bytes_sent":10,"start_time":"2026-11-23T05:38:15.940Z"}"#.to_owned()])
             .collect();
         p.process(&Line::batch(&lines));

@@ -414,9 +414,10 @@ type HistogramRow = (u32, u16, u16, u16, [u64; 3], Vec<(u8, u8, u64)>);
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum TableRecord {
-    /// Current: rows of numbers in table order. A 3,000-node fleet's table is ~1.2 MB
-    /// instead of the 4.3 MB of named keys and dense buckets (`Split`), and a checkpoint is
-    /// written every `checkpoint_interval_seconds` while lines flow (issue 14).
+    /// Current: rows of numbers in table order, non-zero buckets only — a fraction of
+    /// `Split`'s named keys and dense buckets; a checkpoint is written every
+    /// `checkpoint_interval_seconds` while lines flow (figures: `benches/RESULTS.md`,
+    /// checkpoint-cost).
     Rows {
         request_rows: Vec<RequestRow>,
         histogram_rows: Vec<HistogramRow>,

@@ -711,18 +711,11 @@ pub(crate) mod tests {
     /// A shared state that counted one request from node `n1` (first pass not done).
     pub(crate) fn shared_with_one_request() -> Arc<Shared> {
         use crate::aggregate::Limits;
+        use crate::pipeline::tests::{n1_registry, n1_request};
         use crate::pipeline::LineProcessor;
-        use crate::resolve::NodeSpec;
         use crate::source::Line;
-        let registry = Registry::build(vec![NodeSpec {
-            name: "n1".into(),
-            addresses: vec!["10.0.0.1".into()],
-            node_id: Some(1),
-            labels: Default::default(),
-        }])
-        .unwrap();
-        let shared = Shared::with_registry(registry, Limits::default());
-        let line = r#"{"downstream_remote_address":"10.0.0.1:4000","method":"GET","path":"/api/v1/server/UniProxy/user?node_id=1&node_type=vless&token=FAKE-TOKEN-do-not-use","response_code":200,"duration":3,"bytes_sent":10,"start_time":"2026-11-23T05:38:15.940Z"}"#;
+        let shared = Shared::with_registry(n1_registry(), Limits::default());
+        let line = n1_request("1");
         LineProcessor::new(shared.clone()).process(&Line::batch(&[line]));
         shared
     }

@@ -81,44 +81,37 @@ pub struct Evidence {
     pub tail_sha256: Digest,
 }
 
-/// Reads `len` bytes at `at`; `None` if the file is shorter or unreadable.
-pub fn read_exact_at(f: &File, at: u64, len: u64) -> Option<Vec<u8>> {
-    let len = usize::try_from(len).ok()?;
-    let mut buf = vec![0; len];
+/// Fills `buf` from `f` at `at`; false if the file is shorter or unreadable.
+fn fill_at(f: &File, at: u64, buf: &mut [u8]) -> bool {
     let mut n = 0;
-    while n < len {
+    while n < buf.len() {
         match f.read_at(&mut buf[n..], at + n as u64) {
-            Ok(0) => return None,
+            Ok(0) => return false,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
+            Err(_) => return false,
         }
-    }
-    Some(buf)
-}
-
-/// Whether `f` holds `expected` at `at` (false if shorter or unreadable). Reads into a stack
-/// buffer of [`TAIL_BYTES`] at a time: the tailer checks this after every read.
-pub fn holds_at(f: &File, at: u64, expected: &[u8]) -> bool {
-    let mut buf = [0u8; TAIL_BYTES as usize];
-    let mut done = 0;
-    while done < expected.len() {
-        let want = (expected.len() - done).min(buf.len());
-        let mut n = 0;
-        while n < want {
-            match f.read_at(&mut buf[n..want], at + (done + n) as u64) {
-                Ok(0) => return false,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-        if buf[..want] != expected[done..done + want] {
-            return false;
-        }
-        done += want;
     }
     true
+}
+
+/// Reads `len` bytes at `at`; `None` if the file is shorter or unreadable.
+pub fn read_exact_at(f: &File, at: u64, len: u64) -> Option<Vec<u8>> {
+    let mut buf = vec![0; usize::try_from(len).ok()?];
+    fill_at(f, at, &mut buf).then_some(buf)
+}
+
+/// Whether `f` holds `expected` at `at` (false if shorter or unreadable). Compares a
+/// [`TAIL_BYTES`] stack buffer at a time: the tailer checks this after every read.
+pub fn holds_at(f: &File, at: u64, expected: &[u8]) -> bool {
+    let mut buf = [0u8; TAIL_BYTES as usize];
+    let mut pos = at;
+    expected.chunks(buf.len()).all(|want| {
+        let got = &mut buf[..want.len()];
+        let ok = fill_at(f, pos, got) && *got == *want;
+        pos += want.len() as u64;
+        ok
+    })
 }
 
 /// The first line of `f` (with its newline) if it ends before `limit`; at most [`HEAD_MAX`]

@@ -1052,15 +1052,10 @@ mod tests {
         let log = dir.path().join("access.log");
         let copy = dir.path().join("access.log.1");
         std::fs::write(&log, "").unwrap();
-        let registry = crate::resolve::Registry::build(vec![crate::resolve::NodeSpec {
-            name: "n1".into(),
-            addresses: vec!["10.0.0.1".into()],
-            node_id: Some(1),
-            labels: Default::default(),
-        }])
-        .unwrap();
-        let shared =
-            crate::pipeline::Shared::with_registry(registry, crate::aggregate::Limits::default());
+        let shared = crate::pipeline::Shared::with_registry(
+            crate::pipeline::tests::n1_registry(),
+            crate::aggregate::Limits::default(),
+        );
         let cfg = TailConfig {
             patterns: vec![log.display().to_string()],
             read_from: ReadFrom::Beginning,
